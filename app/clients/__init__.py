@@ -1,0 +1,1 @@
+"""Machine clients: the credentials hospital systems use to call the hub."""

@@ -1,0 +1,1 @@
+"""Liveness and readiness of the hub process and the parts it depends on."""

@@ -1,0 +1,1 @@
+"""Asynchronous jobs: their state, their de-identified results, and dead letters."""

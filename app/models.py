@@ -1,0 +1,10 @@
+"""Every table of the hub, imported in one place for Alembic and the test fixtures."""
+
+from app.audit.models import AuditEvent
+from app.clients.models import Client
+from app.database import Base
+from app.jobs.models import DeadLetter, Job, JobResult
+from app.tenants.models import Connection, Entitlement, Product, Tenant
+
+__all__ = ["AuditEvent", "Base", "Client", "Connection", "DeadLetter", "Entitlement", "Job",
+           "JobResult", "Product", "Tenant"]

@@ -1,0 +1,1 @@
+"""How the hub tells operators what it does: JSON logs carrying request and task ids."""

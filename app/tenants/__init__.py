@@ -1,0 +1,1 @@
+"""Tenants (hospital customers), the products (system kinds) they own, and their connections."""

@@ -1,0 +1,70 @@
+"""Onboarding of tenants: their products, connections and entitlements."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.database import utcnow
+from app.tenants.models import Connection, Entitlement, Product, Tenant
+
+
+class UnknownProduct(LookupError):
+    """No product has this code."""
+
+
+def get_product(*, db_session: Session, code: str) -> Product:
+    """Return the product with ``code`` (inventory, administration, pharmacy)."""
+    product = db_session.scalar(select(Product).where(Product.code == code))
+    if product is None:
+        raise UnknownProduct(code)
+    return product
+
+
+def get_tenant_by_slug(*, db_session: Session, slug: str) -> Tenant | None:
+    """Return the tenant with ``slug``, if any."""
+    return db_session.scalar(select(Tenant).where(Tenant.slug == slug))
+
+
+def ensure_tenant(*, db_session: Session, slug: str, name: str) -> Tenant:
+    """Return the tenant with ``slug``, creating it (or updating its name) as needed."""
+    tenant = get_tenant_by_slug(db_session=db_session, slug=slug)
+    if tenant is None:
+        tenant = Tenant(slug=slug, name=name)
+        db_session.add(tenant)
+    else:
+        tenant.name = name
+    db_session.flush()
+    return tenant
+
+
+def ensure_connection(*, db_session: Session, tenant: Tenant, product: Product, base_url: str,
+                      credential_ref: str, timezone: str = "UTC",
+                      options: dict | None = None) -> Connection:
+    """Create or update the tenant's connection to its instance of ``product``."""
+    connection = db_session.scalar(select(Connection).where(
+        Connection.tenant_id == tenant.id, Connection.product_id == product.id))
+    if connection is None:
+        connection = Connection(tenant_id=tenant.id, product_id=product.id)
+        db_session.add(connection)
+    connection.base_url = base_url.rstrip("/")
+    connection.credential_ref = credential_ref
+    connection.timezone = timezone
+    connection.options = options or {}
+    connection.is_active = True
+    db_session.flush()
+    return connection
+
+
+def grant_entitlement(*, db_session: Session, tenant: Tenant, product: Product) -> Entitlement:
+    """Record that ``tenant`` owns ``product`` (re-granting a revoked entitlement)."""
+    entitlement = db_session.scalar(select(Entitlement).where(
+        Entitlement.tenant_id == tenant.id, Entitlement.product_id == product.id))
+    if entitlement is None:
+        entitlement = Entitlement(tenant_id=tenant.id, product_id=product.id)
+        db_session.add(entitlement)
+    elif entitlement.revoked_at is not None:
+        entitlement.revoked_at = None
+        entitlement.granted_at = utcnow()
+    db_session.flush()
+    return entitlement

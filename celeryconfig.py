@@ -1,0 +1,86 @@
+"""Celery configuration of every hub process (workers, beat, Flower, and the API when it submits).
+
+Read ../docs/celery.md before changing a value here: several settings exist only to avoid a
+known Celery or Redis trap, and the comment on each says which.
+"""
+
+from kombu import Exchange, Queue
+
+from app.settings import load_settings
+
+_settings = load_settings()
+
+broker_url = _settings.celery_broker_url
+result_backend = _settings.celery_result_backend
+# Retry the broker at start-up instead of exiting: the stack starts Redis, the API and the
+# workers at the same moment.
+broker_connection_retry_on_startup = True
+
+# JSON only: pickle would let a crafted message run code, and JSON keeps what Flower shows
+# readable and reviewable for PHI.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+# Do not store task args/kwargs/name with the result: the result backend is not a place for
+# anything but ids and de-identified figures.
+result_extended = False
+
+# Queues by kind of work, so a slow downstream never starves merging or maintenance:
+#   io          — calls to hospital systems (mostly waiting on the network)
+#   compute     — CPU-bound merging and storing of results
+#   maintenance — purges, reconcilers and other housekeeping
+_exchange = Exchange("hub", type="direct")
+task_queues = (
+    Queue("io", _exchange, routing_key="io"),
+    Queue("compute", _exchange, routing_key="compute"),
+    Queue("maintenance", _exchange, routing_key="maintenance"),
+)
+task_default_queue = "compute"
+task_default_exchange = "hub"
+task_default_routing_key = "compute"
+# Task names say where they run: hub.io.*, hub.compute.*, hub.maintenance.*.
+task_routes = {
+    "hub.io.*": {"queue": "io", "routing_key": "io"},
+    "hub.compute.*": {"queue": "compute", "routing_key": "compute"},
+    "hub.maintenance.*": {"queue": "maintenance", "routing_key": "maintenance"},
+}
+
+# Acknowledge after the task finishes, so a killed worker's task is delivered again. Every hub
+# task is written to be idempotent (it upserts its outcome by job and unit id), which this needs.
+task_acks_late = True
+# Without this, a task whose worker process died (SIGKILL, OOM) is acknowledged and lost.
+task_reject_on_worker_lost = True
+# Reserve one message per process: long tasks must not sit behind another in a busy process
+# while an idle worker could run them, and a crash redelivers at most one reserved message.
+worker_prefetch_multiplier = 1
+# A broker connection loss makes late-acked tasks run twice; cancel them instead (they are
+# redelivered once the connection is back).
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+task_time_limit = _settings.hub_task_time_limit
+# The soft limit raises inside the task first, so it can record a clean failure.
+task_soft_time_limit = max(1, _settings.hub_task_time_limit - 30)
+# Redis redelivers unacknowledged messages after the visibility timeout: it must exceed the
+# longest task, and the result backend uses the same value (Celery issue #5935).
+broker_transport_options = {"visibility_timeout": _settings.hub_visibility_timeout}
+result_backend_transport_options = {"visibility_timeout": _settings.hub_visibility_timeout}
+# Chord counters live in the result backend: they must outlive the longest job. Never 0.
+result_expires = _settings.hub_result_expires
+# Give a task that is still running at shutdown time to finish before a warm shutdown becomes
+# cold (and the message is requeued).
+worker_soft_shutdown_timeout = 20.0
+worker_enable_soft_shutdown_on_idle = True
+
+# Recycle worker processes: long-lived processes that page through large downstream data
+# fragment memory.
+worker_max_tasks_per_child = 500
+worker_max_memory_per_child = 512_000  # KiB
+
+# Events for Flower (which shows ids only: task arguments are ids by design).
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+timezone = "UTC"
+enable_utc = True

@@ -1,0 +1,1 @@
+"""The one-command local stack: ``make run`` → ``python -m devstack run``."""

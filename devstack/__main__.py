@@ -1,0 +1,245 @@
+"""The one-command local stack (``make run``).
+
+``python -m devstack run``      prepare data, then start every process through honcho
+``python -m devstack redis``    the embedded Redis (a Procfile process)
+``python -m devstack announce`` wait for the stack, print URLs, credentials and a curl example
+
+The stack is a Procfile run by honcho; this module only prepares what the processes need
+(migrated database, seeded demo systems, onboarded demo tenants, exported settings) and
+reports when everything answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from app.settings import PROJECT_ROOT, Settings, load_settings
+
+READY_TIMEOUT_SECONDS = 180
+
+
+def _say(message: str) -> None:
+    print(f"[devstack] {message}", flush=True)
+
+
+def demo_data_dir(settings: Settings) -> Path:
+    """Folder of the demo systems' databases and manifest."""
+    return settings.hub_data_dir / "demo"
+
+
+def demo_keys_dir(settings: Settings) -> Path:
+    """Folder of the demo systems' per-site API keys (read by the hub's connections)."""
+    return settings.hub_secrets_dir / "demo"
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _check_ports(settings: Settings) -> None:
+    ports = {
+        "HUB_API_PORT": settings.hub_api_port,
+        "HUB_FLOWER_PORT": settings.hub_flower_port,
+        "DEMO_INVENTORY_PORT": settings.demo_inventory_port,
+        "DEMO_ADMINISTRATION_PORT": settings.demo_administration_port,
+    }
+    if settings.redis_is_embedded:
+        ports["HUB_EMBEDDED_REDIS_PORT"] = settings.hub_embedded_redis_port
+    busy = [f"{name}={port}" for name, port in ports.items() if _port_in_use(port)]
+    if busy:
+        raise SystemExit(f"[devstack] ports already in use: {', '.join(busy)}. Stop what holds "
+                         "them (another `make run`?) or choose other ports with these variables.")
+
+
+def _seed_demo_systems(settings: Settings) -> Path:
+    data_dir = demo_data_dir(settings)
+    manifest = data_dir / "manifest.json"
+    wanted = {"seed": settings.demo_seed, "administrations": settings.demo_administrations}
+    if manifest.exists():
+        current = json.loads(manifest.read_text(encoding="utf-8"))
+        if all(current.get(key) == value for key, value in wanted.items()):
+            _say(f"demo systems already seeded (seed {settings.demo_seed}, "
+                 f"{settings.demo_administrations} administrations)")
+            return manifest
+    _say("seeding the demo hospital systems")
+    subprocess.run([sys.executable, "-m", "demo_systems", "seed", "--data-dir", str(data_dir),
+                    "--seed", str(settings.demo_seed),
+                    "--administrations", str(settings.demo_administrations),
+                    "--keys-out", str(demo_keys_dir(settings))], check=True, cwd=PROJECT_ROOT)
+    return manifest
+
+
+def _onboard_demo_tenants(settings: Settings, manifest: Path) -> None:
+    from app.database import Database
+    from app.demo_tenants import onboard_demo_sites
+
+    database = Database(settings.database_url)
+    try:
+        credentials = onboard_demo_sites(
+            db_session=database.session, manifest_path=manifest,
+            system_urls=_system_urls(settings), secrets_dir=settings.hub_secrets_dir)
+    finally:
+        database.remove_session()
+        database.engine.dispose()
+    _say(f"onboarded {len({c.tenant for c in credentials})} demo tenants")
+
+
+def _system_urls(settings: Settings) -> dict[str, str]:
+    return {"inventory": f"http://127.0.0.1:{settings.demo_inventory_port}",
+            "administration": f"http://127.0.0.1:{settings.demo_administration_port}"}
+
+
+def _process_environment(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    # Every process must agree on the resolved values, including generated secrets.
+    env.update({
+        "HUB_DATA_DIR": str(settings.hub_data_dir),
+        "HUB_SECRETS_DIR": str(settings.hub_secrets_dir),
+        "DATABASE_URL": settings.database_url,
+        "CELERY_BROKER_URL": settings.celery_broker_url,
+        "CELERY_RESULT_BACKEND": settings.celery_result_backend,
+        "HUB_API_PORT": str(settings.hub_api_port),
+        "HUB_FLOWER_PORT": str(settings.hub_flower_port),
+        "HUB_WORKER_IO_CONCURRENCY": str(settings.hub_worker_io_concurrency),
+        "HUB_WORKER_COMPUTE_CONCURRENCY": str(settings.hub_worker_compute_concurrency),
+        "DEMO_INVENTORY_PORT": str(settings.demo_inventory_port),
+        "DEMO_ADMINISTRATION_PORT": str(settings.demo_administration_port),
+        "DEMO_DATA_DIR": str(demo_data_dir(settings)),
+        # Flower reads its basic auth from this variable (the value may come from a file).
+        "FLOWER_BASIC_AUTH": settings.flower_basic_auth,
+    })
+    if not settings.redis_is_embedded:
+        env["REDIS_URL"] = settings.redis_url
+    return env
+
+
+def run() -> None:
+    """Prepare the data and start every process of the stack; Ctrl-C stops them all."""
+    started = time.monotonic()
+    settings = load_settings()
+    settings.hub_data_dir.mkdir(parents=True, exist_ok=True)
+    _check_ports(settings)
+
+    from app.database import upgrade_schema
+
+    upgrade_schema(settings.database_url)
+    _say("database migrated")
+    manifest = _seed_demo_systems(settings)
+    _onboard_demo_tenants(settings, manifest)
+
+    processes = ["inventory", "administration", "api", "worker_io", "worker_compute", "beat",
+                 "flower", "ready"]
+    if settings.redis_is_embedded:
+        processes.insert(0, "redis")
+    env = _process_environment(settings)
+    env["DEVSTACK_STARTED_AT"] = str(time.time() - (time.monotonic() - started))
+    honcho = shutil.which("honcho", path=env["PATH"])
+    _say("starting " + ", ".join(processes))
+    os.chdir(PROJECT_ROOT)
+    os.execvpe(honcho, [honcho, "--procfile", "Procfile", "start",
+                        *processes], env)
+
+
+def redis() -> None:
+    """Run the embedded Redis in the foreground (its data in the data folder)."""
+    from app.embedded_redis import exec_redis_server
+
+    settings = load_settings()
+    exec_redis_server(port=settings.hub_embedded_redis_port,
+                      data_dir=settings.hub_data_dir / "redis", persist=True)
+
+
+def _wait_for(description: str, probe, deadline: float) -> None:
+    while True:
+        try:
+            if probe():
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(description)
+        time.sleep(0.5)
+
+
+def announce() -> None:
+    """Wait until the API is ready and Flower sees both workers, then print how to use the
+    stack. Stays alive afterwards: honcho stops the whole stack when any process exits."""
+    settings = load_settings()
+    api = f"http://127.0.0.1:{settings.hub_api_port}"
+    flower = f"http://127.0.0.1:{settings.hub_flower_port}"
+    user, password = settings.flower_basic_auth.split(":", 1)
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+
+    def flower_workers() -> set[str]:
+        answer = requests.get(f"{flower}/api/workers", auth=(user, password), timeout=5,
+                              params={"refresh": "true"})
+        return {name.split("@")[0] for name in answer.json()} if answer.ok else set()
+
+    try:
+        _wait_for("API /readyz", lambda: requests.get(f"{api}/readyz", timeout=5).ok, deadline)
+        _wait_for("Flower workers", lambda: {"io", "compute"} <= flower_workers(), deadline)
+    except TimeoutError as waiting_for:
+        _say(f"the stack is not ready after {READY_TIMEOUT_SECONDS}s: still waiting for "
+             f"{waiting_for}; see the lines above")
+    else:
+        started_at = float(os.environ.get("DEVSTACK_STARTED_AT", time.time()))
+        print(_banner(settings, api, flower, time.time() - started_at), flush=True)
+    while True:
+        signal.pause()
+
+
+def _banner(settings: Settings, api: str, flower: str, elapsed: float) -> str:
+    credentials_path = settings.hub_secrets_dir / "demo-clients.json"
+    credentials = json.loads(credentials_path.read_text(encoding="utf-8"))
+    lines = [
+        "",
+        f"  The medication hub is up ({elapsed:.1f}s).",
+        "",
+        f"  API            {api}",
+        f"  API docs       {api}/docs   (OpenAPI: {api}/openapi.json)",
+        f"  Readiness      {api}/readyz",
+        f"  Flower         {flower}   (user:password {settings.flower_basic_auth})",
+        f"  Demo System A  http://127.0.0.1:{settings.demo_inventory_port}   (inventory)",
+        f"  Demo System B  http://127.0.0.1:{settings.demo_administration_port}   "
+        "(administration / eMAR)",
+        "",
+        "  Demo clients (client_id / client_secret):",
+    ]
+    lines += [f"    {client_id:32} {secret}" for client_id, secret in sorted(credentials.items())]
+    lines += [
+        "",
+        "  Try it:",
+        f"    curl -s {api}/readyz",
+        "",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "redis", "announce"])
+    command = parser.parse_args().command
+    {"run": run, "redis": redis, "announce": announce}[command]()
+
+
+if __name__ == "__main__":
+    main()

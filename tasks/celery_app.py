@@ -1,0 +1,63 @@
+"""The Celery app of the workers, beat and Flower.
+
+Tasks run under the hub's Flask app context (built once per worker process, after fork), so
+they call the same services as the API with the same settings and database.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery, Task
+from celery.signals import setup_logging, task_postrun, worker_process_init
+from flask import Flask
+
+from app import create_app
+from app.observability.logs import configure_logging
+from app.observability import task_context
+
+task_context.install()
+
+_flask_app: Flask | None = None
+
+
+def flask_app() -> Flask:
+    """Return this process's Flask app, creating it on first use."""
+    global _flask_app
+    if _flask_app is None:
+        _flask_app = create_app()
+    return _flask_app
+
+
+class HubTask(Task):
+    """A task that runs inside the Flask app context."""
+
+    abstract = True
+
+    def __call__(self, *args, **kwargs):
+        with flask_app().app_context():
+            return self.run(*args, **kwargs)
+
+
+celery_app = Celery("hub", task_cls=HubTask)
+celery_app.config_from_object("celeryconfig")
+celery_app.conf.imports = ("tasks.smoke",)
+
+
+@setup_logging.connect
+def _json_logging(loglevel=None, **_kwargs) -> None:
+    # Connecting this signal stops Celery from installing its own plain-text log handlers.
+    configure_logging(os.environ.get("HUB_LOG_LEVEL", "INFO"))
+
+
+@worker_process_init.connect
+def _reset_connections_after_fork(**_kwargs) -> None:
+    # A forked pool process must not reuse the parent's pooled database connections.
+    if _flask_app is not None:
+        _flask_app.extensions["hub"].database.dispose_after_fork()
+
+
+@task_postrun.connect
+def _remove_session(**_kwargs) -> None:
+    if _flask_app is not None:
+        _flask_app.extensions["hub"].database.remove_session()
