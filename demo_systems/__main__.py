@@ -1,0 +1,53 @@
+"""Command line of the demo hospital systems.
+
+    python -m demo_systems seed --data-dir DIR --seed 42 --administrations 20000 --keys-out DIR
+    python -m demo_systems serve inventory|administration --data-dir DIR --host 127.0.0.1 --port P
+        [--threads 64]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from demo_systems.sites import SYSTEMS
+
+
+@click.group()
+def cli() -> None:
+    """Simulated downstream hospital systems for the medication hub."""
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where the databases, ground truth and manifest go.")
+@click.option("--seed", type=int, default=42, show_default=True, help="World seed.")
+@click.option("--administrations", type=click.IntRange(min=0), default=20_000, show_default=True,
+              help="How many doses to generate, split over the sites running the eMAR.")
+@click.option("--keys-out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the per-site API key files go [default: DATA_DIR/keys].")
+def seed(data_dir: Path, seed: int, administrations: int, keys_out: Path | None) -> None:
+    """Seed both systems, replacing any earlier world in DATA_DIR."""
+    from demo_systems.seeding import seed as seed_world
+
+    summary = seed_world(data_dir=data_dir, seed=seed, administrations=administrations,
+                         keys_out=keys_out or data_dir / "keys")
+    click.echo(summary.line())
+
+
+@cli.command()
+@click.argument("system", type=click.Choice(SYSTEMS))
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), required=True)
+@click.option("--threads", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Serving threads of the one worker process (injected hangs each hold one).")
+def serve(system: str, data_dir: Path, host: str, port: int, threads: int) -> None:
+    """Serve SYSTEM under gunicorn (one worker, gthread)."""
+    from demo_systems.serving import serve as run
+
+    run(system, data_dir=data_dir, host=host, port=port, threads=threads)
+
+
+if __name__ == "__main__":
+    cli(prog_name="python -m demo_systems")

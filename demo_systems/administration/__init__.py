@@ -1,0 +1,1 @@
+"""System B, the eMAR: which doses were given to whom, when. Holds the (synthetic) PHI."""
