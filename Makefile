@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench bench-seed clean-data help
+.PHONY: run test lint bench bench-seed clean-data help
 
 help:
 	@echo "make run    start the whole stack (API, workers, beat, Flower, demo systems, Redis)"
 	@echo "make test   run the test suite against real Redis, a real worker and the demo systems"
+	@echo "make lint   static checks (ruff)"
 	@echo "make bench  print performance figures (demo seeding)"
 
 $(BIN)/python:
@@ -29,6 +30,9 @@ run: $(VENV)/.runtime-installed
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
 
 bench: bench-seed
 

@@ -21,7 +21,7 @@ class HubResources:
     redis: redis.Redis
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "HubResources":
+    def from_settings(cls, settings: Settings) -> HubResources:
         return cls(settings=settings, database=Database(settings.database_url),
                    redis=make_redis(settings.redis_url))
 

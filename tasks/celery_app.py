@@ -13,8 +13,8 @@ from celery.signals import setup_logging, task_postrun, worker_process_init
 from flask import Flask
 
 from app import create_app
-from app.observability.logs import configure_logging
 from app.observability import task_context
+from app.observability.logs import configure_logging
 
 task_context.install()
 

@@ -33,7 +33,7 @@ def _enter_task(task_id=None, task=None, **_kwargs) -> None:
 def _leave_task(task_id=None, **_kwargs) -> None:
     tokens = _tokens.pop(task_id, None)
     if tokens:
-        for var, token in zip((request_id_var, task_id_var, tenant_var), tokens):
+        for var, token in zip((request_id_var, task_id_var, tenant_var), tokens, strict=True):
             var.reset(token)
 
 

@@ -22,7 +22,7 @@ class Tenant(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    connections: Mapped[list["Connection"]] = relationship(back_populates="tenant")
+    connections: Mapped[list[Connection]] = relationship(back_populates="tenant")
 
 
 class Product(Base):
