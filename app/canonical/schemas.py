@@ -1,0 +1,89 @@
+"""The canonical schema: one shape per resource, whatever system it came from.
+
+Connectors produce these dicts (``load``-validated here, so a half-mapped record never passes);
+the PHI policy then cuts them down per consumer before anything is cached or returned. Times
+are UTC ``...Z`` strings, NDCs 11 digits, unit codes canonical (``ICU-3``).
+"""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+NDC11 = validate.Regexp(r"^\d{11}$", error="an NDC-11 has 11 digits")
+UNIT_CODE = validate.Regexp(r"^[A-Z&/]+(-[A-Z&/]+)*(-\d+)?$", error="not a canonical unit code")
+UTC_TIMESTAMP = validate.Regexp(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
+                                error="not a UTC timestamp (…Z)")
+
+
+class CanonicalSchema(Schema):
+    """Base: unknown fields are an error, so a connector cannot pass native fields through."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class MedicationSchema(CanonicalSchema):
+    ndc11 = fields.String(required=True, validate=NDC11)
+    name = fields.String(required=True)
+    strength = fields.String(load_default=None, allow_none=True)
+
+
+class DoseSchema(CanonicalSchema):
+    quantity = fields.Float(required=True)
+    unit = fields.String(required=True)
+
+
+class PatientSchema(CanonicalSchema):
+    """The patient as the administration system holds them: PHI, in worker/API memory only."""
+
+    mrn = fields.String(required=True)
+    name = fields.String(required=True)
+    birth_date = fields.Date(required=True)
+
+
+class AdministrationSchema(CanonicalSchema):
+    """One dose given to one patient (from the administration system)."""
+
+    administration_id = fields.String(required=True)
+    unit = fields.String(required=True, validate=UNIT_CODE)
+    medication = fields.Nested(MedicationSchema, required=True)
+    dose = fields.Nested(DoseSchema, required=True)
+    route = fields.String(required=True)
+    administered_at = fields.String(required=True, validate=UTC_TIMESTAMP)
+    container_barcode = fields.String(load_default=None, allow_none=True)
+    nurse_id = fields.String(required=True)
+    patient = fields.Nested(PatientSchema, required=True)
+    note = fields.String(load_default=None, allow_none=True)
+
+
+class LocationSchema(CanonicalSchema):
+    facility = fields.String(required=True)
+    unit = fields.String(load_default=None, allow_none=True, validate=UNIT_CODE)
+    cabinet = fields.String(load_default=None, allow_none=True)
+
+
+class MovementSchema(CanonicalSchema):
+    movement_id = fields.String(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(["received", "stocked",
+                                                                  "dispensed"]))
+    from_location = fields.String(load_default=None, allow_none=True)
+    to_location = fields.String(required=True)
+    at = fields.String(required=True, validate=UTC_TIMESTAMP)
+
+
+class ContainerSchema(CanonicalSchema):
+    """A medication container or vial (from the inventory system). Holds no PHI."""
+
+    container_id = fields.String(required=True)
+    barcode = fields.String(required=True)
+    medication = fields.Nested(MedicationSchema, required=True)
+    lot = fields.String(required=True)
+    expires_on = fields.Date(required=True)
+    location = fields.Nested(LocationSchema, required=True)
+    status = fields.String(required=True)
+
+
+class ContainerOriginSchema(ContainerSchema):
+    """A container with its movement chain, oldest first: where it came from, and when."""
+
+    movements = fields.List(fields.Nested(MovementSchema), required=True)

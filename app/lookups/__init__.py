@@ -1,0 +1,1 @@
+"""Synchronous lookups through the hub."""
