@@ -3,13 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-seed clean-data help
+.PHONY: run test lint bench bench-seed bench-lookups clean-data help
 
 help:
 	@echo "make run    start the whole stack (API, workers, beat, Flower, demo systems, Redis)"
 	@echo "make test   run the test suite against real Redis, a real worker and the demo systems"
 	@echo "make lint   static checks (ruff)"
-	@echo "make bench  print performance figures (demo seeding)"
+	@echo "make bench  print performance figures (demo seeding, lookups under load; ~3 min)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -34,10 +34,14 @@ test: $(VENV)/.dev-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 
-bench: bench-seed
+bench: bench-seed bench-lookups
 
 bench-seed: $(VENV)/.runtime-installed
 	$(BIN)/python bench/seed_demo.py
+
+# The lookup API under load on loopback (own Redis, database, demo systems, gunicorn; < 2 min).
+bench-lookups: $(VENV)/.runtime-installed
+	$(BIN)/python bench/lookups.py $(BENCH_ARGS)
 
 clean-data:
 	rm -rf var

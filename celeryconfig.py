@@ -84,3 +84,13 @@ task_track_started = True
 
 timezone = "UTC"
 enable_utc = True
+
+beat_schedule = {
+    # Moves queued audit events into the audit table. expires: a tick no worker took within its
+    # own interval is dropped, so a backlog after an outage is one drain, not hundreds queued up.
+    "write-audit-events": {
+        "task": "hub.maintenance.write_audit_events",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
+}

@@ -16,4 +16,17 @@ accesslog = None
 errorlog = "-"
 loglevel = "warning"
 graceful_timeout = 10
+# Gunicorn's runtime control socket lives at one fixed path per user: two hubs (or a hub and
+# the test suite's) on one machine would collide on it, and the hub does not use it.
+control_socket_disable = True
 timeout = 60
+
+
+def child_exit(_server, worker):
+    """Drop a dead worker's live gauges from the shared Prometheus files (multiprocess mode)."""
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -5,10 +5,14 @@ from __future__ import annotations
 from flask import Flask
 
 from app.api import OPENAPI_CONFIG, HubApi, register_docs_assets
+from app.audit.hooks import init_audit
+from app.auth.principal import init_bearer_auth
 from app.extensions import HubResources
+from app.observability.http_metrics import init_http_metrics
 from app.observability.logs import configure_logging
 from app.observability.requests import init_request_context
 from app.problems import register_problem_handlers
+from app.rate_limits import init_rate_limits
 from app.settings import Settings, load_settings
 
 
@@ -22,18 +26,32 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["hub"] = HubResources.from_settings(settings)
 
     init_request_context(app)
+    # Before the bearer check and rate limits: they can answer early, and those answers are audited.
+    init_audit(app)
+    init_http_metrics(app)
     register_problem_handlers(app)
-    configure_api(app)
+    init_bearer_auth(app)
+    configure_api(app, settings)
     configure_teardown(app)
     configure_cli(app)
     return app
 
 
-def configure_api(app: Flask) -> None:
+def configure_api(app: Flask, settings: Settings) -> None:
+    from app.audit.views import blp as audit_blueprint
+    from app.auth.views import blp as oauth_blueprint
     from app.health.views import blp as health_blueprint
+    from app.lookups.views import blp as lookups_blueprint
 
     api = HubApi(app)
-    api.register_blueprint(health_blueprint)
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                   "description": "Token from POST /v1/oauth/token."})
+    # Rate limits are checked after the bearer token, so they count per client.
+    init_rate_limits(app, settings, client_blueprints=[lookups_blueprint, audit_blueprint],
+                     token_blueprint=oauth_blueprint)
+    for blueprint in (health_blueprint, oauth_blueprint, lookups_blueprint, audit_blueprint):
+        api.register_blueprint(blueprint)
     register_docs_assets(app)
 
 

@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
+from app.audit.cli import audit_cli
 from app.database import upgrade_schema
 from app.extensions import resources
 from app.settings import settings_table
 
 hub_cli = AppGroup("hub", help="Operate the medication hub.")
+hub_cli.add_command(audit_cli)
 
 
 @hub_cli.command("migrate")
@@ -40,6 +42,176 @@ def seed_demo(manifest: Path, inventory_url: str, administration_url: str) -> No
         secrets_dir=hub.settings.hub_secrets_dir)
     tenants = sorted({credential.tenant for credential in credentials})
     click.echo(f"onboarded {len(tenants)} demo tenants with {len(credentials)} clients")
+
+
+tenants_cli = AppGroup("tenants", help="Tenants (hospital customers).")
+connections_cli = AppGroup("connections", help="A tenant's connections to its systems.")
+clients_cli = AppGroup("clients", help="Machine clients and their secrets.")
+entitlements_cli = AppGroup("entitlements", help="Which products a tenant owns.")
+for _group in (tenants_cli, connections_cli, clients_cli, entitlements_cli):
+    hub_cli.add_command(_group)
+
+
+def _tenant(slug: str):
+    from app.tenants.service import get_tenant_by_slug
+
+    tenant = get_tenant_by_slug(db_session=resources().database.session, slug=slug)
+    if tenant is None:
+        raise click.ClickException(f"no tenant {slug}")
+    return tenant
+
+
+def _product(code: str | None):
+    from app.tenants.service import UnknownProduct, get_product
+
+    if code is None:
+        return None
+    try:
+        return get_product(db_session=resources().database.session, code=code)
+    except UnknownProduct:
+        raise click.ClickException(f"no product {code}") from None
+
+
+def _commit() -> None:
+    from app.entitlements.service import forget_entitlements
+
+    resources().database.session.commit()
+    forget_entitlements()
+
+
+@tenants_cli.command("create")
+@click.argument("slug")
+@click.option("--name", required=True)
+def create_tenant(slug: str, name: str) -> None:
+    """Create (or rename) a tenant."""
+    from app.tenants.service import ensure_tenant
+
+    tenant = ensure_tenant(db_session=resources().database.session, slug=slug, name=name)
+    _commit()
+    click.echo(f"tenant {tenant.slug} ({tenant.id})")
+
+
+@tenants_cli.command("list")
+def list_tenants() -> None:
+    """List tenants with their entitlements and connections."""
+    from app.tenants.service import list_tenants as all_tenants
+
+    for tenant in all_tenants(db_session=resources().database.session):
+        connected = ", ".join(sorted(c.product.code for c in tenant.connections if c.is_active))
+        click.echo(f"{tenant.slug:24} {tenant.name:32} connections: {connected or '-'}")
+
+
+@connections_cli.command("set")
+@click.argument("tenant_slug")
+@click.argument("product_code")
+@click.option("--base-url", required=True)
+@click.option("--credential-ref", required=True,
+              help="file:PATH (relative to the secrets folder) or env:VARIABLE.")
+@click.option("--timezone", default="UTC", show_default=True)
+@click.option("--unit-code", "unit_codes", multiple=True, metavar="NATIVE=CANONICAL",
+              help="Map a native unit code that does not follow the usual pattern.")
+def set_connection(tenant_slug: str, product_code: str, base_url: str, credential_ref: str,
+                   timezone: str, unit_codes: tuple[str, ...]) -> None:
+    """Create or update a tenant's connection to its instance of a product."""
+    from app.tenants.service import ensure_connection
+
+    if not credential_ref.startswith(("file:", "env:")):
+        raise click.BadParameter("must start with file: or env:", param_hint="--credential-ref")
+    code_map = {}
+    for pair in unit_codes:
+        native, sep, canonical = pair.partition("=")
+        if not sep or not native or not canonical:
+            raise click.BadParameter("must be NATIVE=CANONICAL", param_hint="--unit-code")
+        code_map[native] = canonical
+    connection = ensure_connection(
+        db_session=resources().database.session, tenant=_tenant(tenant_slug),
+        product=_product(product_code), base_url=base_url, credential_ref=credential_ref,
+        timezone=timezone, options={"unit_codes": code_map} if code_map else {})
+    _commit()
+    click.echo(f"connection {tenant_slug} → {product_code} at {connection.base_url}")
+
+
+@clients_cli.command("create")
+@click.argument("tenant_slug")
+@click.argument("client_id")
+@click.option("--product", "product_code", help="The system this client is; omit for an "
+              "operator client.")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              help="Repeat for each scope, e.g. --scope inventory:read.")
+def create_client(tenant_slug: str, client_id: str, product_code: str | None,
+                  scopes: tuple[str, ...]) -> None:
+    """Create a client and print its secret once (only its hash is kept)."""
+    from app.auth.service import KNOWN_SCOPES
+    from app.clients.service import create_client as create
+
+    unknown = set(scopes) - KNOWN_SCOPES
+    if unknown:
+        raise click.BadParameter(f"unknown scopes {sorted(unknown)}; known: "
+                                 f"{sorted(KNOWN_SCOPES)}", param_hint="--scope")
+    try:
+        client, secret = create(db_session=resources().database.session, client_id=client_id,
+                                tenant=_tenant(tenant_slug), product=_product(product_code),
+                                scopes=list(scopes))
+    except ValueError as exists:
+        raise click.ClickException(str(exists)) from None
+    _commit()
+    click.echo(f"client_id:     {client.client_id}\nclient_secret: {secret}\n"
+               "(the secret is shown once; store it now)")
+
+
+@clients_cli.command("rotate-secret")
+@click.argument("client_id")
+def rotate_client_secret(client_id: str) -> None:
+    """Give a client a new secret; the old one stops working at once."""
+    from app.clients.service import get_client, rotate_secret
+
+    client = get_client(db_session=resources().database.session, client_id=client_id)
+    if client is None:
+        raise click.ClickException(f"no client {client_id}")
+    secret = rotate_secret(db_session=resources().database.session, client=client)
+    _commit()
+    click.echo(f"client_secret: {secret}\n(the secret is shown once; store it now)")
+
+
+@clients_cli.command("disable")
+@click.argument("client_id")
+def disable_client(client_id: str) -> None:
+    """Stop a client from getting new tokens (issued tokens expire within HUB_TOKEN_TTL)."""
+    from app.clients.service import get_client
+
+    client = get_client(db_session=resources().database.session, client_id=client_id)
+    if client is None:
+        raise click.ClickException(f"no client {client_id}")
+    client.is_active = False
+    _commit()
+    click.echo(f"client {client_id} disabled")
+
+
+@entitlements_cli.command("grant")
+@click.argument("tenant_slug")
+@click.argument("product_code")
+def grant(tenant_slug: str, product_code: str) -> None:
+    """Entitle a tenant to a product."""
+    from app.tenants.service import grant_entitlement
+
+    grant_entitlement(db_session=resources().database.session, tenant=_tenant(tenant_slug),
+                      product=_product(product_code))
+    _commit()
+    click.echo(f"{tenant_slug} is entitled to {product_code}")
+
+
+@entitlements_cli.command("revoke")
+@click.argument("tenant_slug")
+@click.argument("product_code")
+def revoke(tenant_slug: str, product_code: str) -> None:
+    """Revoke a tenant's entitlement to a product (effective within seconds)."""
+    from app.tenants.service import revoke_entitlement
+
+    if not revoke_entitlement(db_session=resources().database.session,
+                              tenant=_tenant(tenant_slug), product=_product(product_code)):
+        raise click.ClickException(f"{tenant_slug} has no entitlement to {product_code}")
+    _commit()
+    click.echo(f"{tenant_slug} is no longer entitled to {product_code}")
 
 
 @hub_cli.command("settings")

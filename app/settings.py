@@ -58,6 +58,39 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_SECRET_KEY", None, "Flask secret key (or `HUB_SECRET_KEY_FILE`).", "secret"),
     Setting("FLOWER_BASIC_AUTH", None, "Flower's `user:password` (or `FLOWER_BASIC_AUTH_FILE`). "
             "Development default: `operator:<generated>`.", "secret"),
+    Setting("HUB_JWT_SIGNING_KEYS", None, "Token signing keys as `kid:secret` pairs, comma-"
+            "separated (or `HUB_JWT_SIGNING_KEYS_FILE`). The first signs; all verify, so a new "
+            "key is put first and the old one removed after `HUB_TOKEN_TTL`. Secrets of at "
+            "least 32 characters.", "secret"),
+    Setting("HUB_JWT_AUDIENCE", "medication-hub-api", "`aud` of the hub's access tokens."),
+    Setting("HUB_JWT_ISSUER", "medication-hub", "`iss` of the hub's access tokens."),
+    Setting("HUB_TOKEN_TTL", 900, "Lifetime of an access token, seconds (at most 900).", "int"),
+    Setting("HUB_PSEUDONYM_KEY", None, "Master key of the per-tenant pseudonym keys (or "
+            "`HUB_PSEUDONYM_KEY_FILE`). Changing it changes every pseudonym.", "secret"),
+    Setting("HUB_CACHE_TTLS", "administrations=30,container_origin=300,inventory=60",
+            "Fresh lifetime of cached lookups per resource type, seconds."),
+    Setting("HUB_CACHE_STALE_SECONDS", 86400, "How long a cached lookup is kept past its fresh "
+            "lifetime, to answer (marked STALE) while its system is down.", "int"),
+    Setting("HUB_DOWNSTREAM_CONNECT_TIMEOUT", 1.0, "Connect timeout of calls to hospital "
+            "systems, seconds.", "float"),
+    Setting("HUB_DOWNSTREAM_READ_TIMEOUT", 5.0, "Read timeout of calls to hospital systems, "
+            "seconds.", "float"),
+    Setting("HUB_DOWNSTREAM_ATTEMPTS", 3, "Attempts of an idempotent downstream read (retries "
+            "with exponential backoff and jitter).", "int"),
+    Setting("HUB_BREAKER_FAILURES", 5, "Consecutive failed calls that open a connection's "
+            "circuit breaker.", "int"),
+    Setting("HUB_BREAKER_RESET_SECONDS", 30, "Seconds an open breaker waits before letting one "
+            "trial call through (half-open).", "int"),
+    Setting("HUB_RATE_LIMIT", "1200/minute", "Requests per client (per token's client id)."),
+    Setting("HUB_TOKEN_RATE_LIMIT", "60/minute", "Token requests per client id and address."),
+    Setting("HUB_JOB_RESULT_RETENTION_HOURS", 168, "Hours a job's de-identified result is "
+            "kept.", "int"),
+    Setting("HUB_IDEMPOTENCY_RETENTION_HOURS", 24, "Hours an `Idempotency-Key` keeps "
+            "answering with the same job.", "int"),
+    Setting("HUB_UNIT_TASK_RETRIES", 3, "Retries (with exponential backoff) of a job's unit "
+            "task on a downstream failure before it lands in the dead-letter store.", "int"),
+    Setting("HUB_UNIT_MAX_DELIVERIES", 5, "Deliveries of one unit task (redeliveries after a "
+            "killed worker included) before it is dead-lettered.", "int"),
     Setting("HUB_API_HOST", "127.0.0.1", "Address the API listens on."),
     Setting("HUB_API_PORT", 8000, "Port of the API.", "int"),
     Setting("HUB_API_WORKERS", 2, "Gunicorn worker processes for the API.", "int"),
@@ -100,6 +133,24 @@ class Settings:
     hub_secrets_dir: Path
     hub_secret_key: str = field(repr=False)
     flower_basic_auth: str = field(repr=False)
+    hub_jwt_signing_keys: str = field(repr=False)
+    hub_jwt_audience: str
+    hub_jwt_issuer: str
+    hub_token_ttl: int
+    hub_pseudonym_key: str = field(repr=False)
+    hub_cache_ttls: str
+    hub_cache_stale_seconds: int
+    hub_downstream_connect_timeout: float
+    hub_downstream_read_timeout: float
+    hub_downstream_attempts: int
+    hub_breaker_failures: int
+    hub_breaker_reset_seconds: int
+    hub_rate_limit: str
+    hub_job_result_retention_hours: int
+    hub_idempotency_retention_hours: int
+    hub_unit_task_retries: int
+    hub_unit_max_deliveries: int
+    hub_token_rate_limit: str
     hub_api_host: str
     hub_api_port: int
     hub_api_workers: int
@@ -228,7 +279,35 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lambda: f"operator:{secrets.token_urlsafe(18)}")
     if ":" not in values["flower_basic_auth"]:
         raise SettingsError("FLOWER_BASIC_AUTH must be user:password")
+    values["hub_jwt_signing_keys"] = _read_secret(
+        _BY_NAME["HUB_JWT_SIGNING_KEYS"], env, values["hub_secrets_dir"], production,
+        lambda: f"k{secrets.token_hex(4)}:{secrets.token_urlsafe(48)}")
+    values["hub_pseudonym_key"] = _read_secret(
+        _BY_NAME["HUB_PSEUDONYM_KEY"], env, values["hub_secrets_dir"], production,
+        lambda: secrets.token_urlsafe(48))
+    if not 60 <= values["hub_token_ttl"] <= 900:
+        raise SettingsError("HUB_TOKEN_TTL must be between 60 and 900 seconds")
+    _validate_cache_ttls(values["hub_cache_ttls"])
     return Settings(**values)
+
+
+def _validate_cache_ttls(raw: str) -> None:
+    try:
+        parse_cache_ttls(raw)
+    except ValueError:
+        raise SettingsError("HUB_CACHE_TTLS must be resource=seconds pairs, comma-separated") \
+            from None
+
+
+def parse_cache_ttls(raw: str) -> dict[str, int]:
+    """Return ``{"administrations": 30, …}`` from ``administrations=30,…``."""
+    ttls = {}
+    for pair in raw.split(","):
+        name, _, seconds = pair.strip().partition("=")
+        if not name or int(seconds) <= 0:
+            raise ValueError(pair)
+        ttls[name.strip()] = int(seconds)
+    return ttls
 
 
 def settings_table() -> str:

@@ -66,7 +66,8 @@ class FrontDesk:
         if site is not None and not site.has(self.system.name):
             site = None
         rule = request.url_rule.rule if request.url_rule else "(unmatched)"
-        self.counter.record(site=site.slug if site else named, endpoint=f"{request.method} {rule}")
+        self.counter.record(site=site.slug if site else named, endpoint=f"{request.method} {rule}",
+                            request_id=request.headers.get("X-Request-ID"))
         refusal = self.faults.enact(site.slug if site else None)
         if refusal:
             status, message = refusal

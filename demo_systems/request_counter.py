@@ -6,7 +6,7 @@ which is correct because the servers run ONE gunicorn worker (see :mod:`demo_sys
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 
@@ -19,11 +19,16 @@ class RequestCounter:
         self._by_site: Counter[str] = Counter()
         self._by_endpoint: Counter[str] = Counter()
         self._by_site_endpoint: dict[str, Counter[str]] = {}
+        # The caller's X-Request-ID of the latest requests, so tests can follow a hub request
+        # into the downstream call it caused.
+        self._recent_request_ids: deque[str] = deque(maxlen=200)
 
-    def record(self, *, site: str | None, endpoint: str) -> None:
+    def record(self, *, site: str | None, endpoint: str, request_id: str | None = None) -> None:
         """Count one request; ``site`` is None when the path names no site."""
         with self._lock:
             self._total += 1
+            if request_id:
+                self._recent_request_ids.append(request_id)
             self._by_endpoint[endpoint] += 1
             if site is not None:
                 self._by_site[site] += 1
@@ -36,7 +41,9 @@ class RequestCounter:
                 "total": self._total,
                 "by_site": dict(self._by_site),
                 "by_endpoint": dict(self._by_endpoint),
-                "by_site_endpoint": {site: dict(counts) for site, counts in self._by_site_endpoint.items()},
+                "by_site_endpoint": {site: dict(counts)
+                                     for site, counts in self._by_site_endpoint.items()},
+                "recent_request_ids": list(self._recent_request_ids),
             }
 
     def reset(self) -> None:
@@ -46,3 +53,4 @@ class RequestCounter:
             self._by_site.clear()
             self._by_endpoint.clear()
             self._by_site_endpoint.clear()
+            self._recent_request_ids.clear()

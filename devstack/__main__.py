@@ -126,6 +126,12 @@ def _process_environment(settings: Settings) -> dict[str, str]:
     })
     if not settings.redis_is_embedded:
         env["REDIS_URL"] = settings.redis_url
+    # Every API worker writes its metrics here (the Procfile hands it to the API only, as
+    # PROMETHEUS_MULTIPROC_DIR); /metrics aggregates them.
+    metrics_dir = settings.hub_data_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["HUB_API_METRICS_DIR"] = str(metrics_dir)
     return env
 
 
@@ -222,15 +228,27 @@ def _banner(settings: Settings, api: str, flower: str, elapsed: float) -> str:
         "  Demo clients (client_id / client_secret):",
     ]
     lines += [f"    {client_id:32} {secret}" for client_id, secret in sorted(credentials.items())]
-    lines += [
-        "",
-        "  Try it:",
-        f"    curl -s {api}/readyz",
-        "",
-        "  Ctrl-C stops everything.",
-        "",
-    ]
+    lines += ["", "  Try it:", *[f"    {line}" for line in walkthrough(api, credentials)],
+              "", "  Ctrl-C stops everything.", ""]
     return "\n".join(lines)
+
+
+def walkthrough(api: str, credentials: dict[str, str]) -> list[str]:
+    """Shell lines that show the hub at work: readiness, a token, a lookup (MISS, then HIT)
+    and a refused lookup (403)."""
+    client = "north-general-inventory"
+    return [
+        f"curl -s {api}/readyz",
+        f"TOKEN=$(curl -s -X POST {api}/v1/oauth/token -d grant_type=client_credentials "
+        f"-d client_id={client} -d client_secret={credentials[client]} "
+        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
+        f"curl -s -D - -o /dev/null -H \"Authorization: Bearer $TOKEN\" "
+        f"\"{api}/v1/administrations?unit=ICU-3&page_size=2\" | grep X-Cache   # MISS",
+        f"curl -s -D - -o /dev/null -H \"Authorization: Bearer $TOKEN\" "
+        f"\"{api}/v1/administrations?unit=ICU-3&page_size=2\" | grep X-Cache   # HIT",
+        f"curl -s -H \"Authorization: Bearer $TOKEN\" {api}/v1/containers/NGH-C00000001/origin"
+        "   # 403: this client may not read inventory",
+    ]
 
 
 def main() -> None:

@@ -1,3 +1,3 @@
 """Fixtures live in tests/fixtures/, one module per part they start."""
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.demo"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.demo", "tests.fixtures.tenants"]

@@ -225,7 +225,8 @@ def test_counter_counts_every_request_including_rejected_and_faulted_ones(demo_a
         "GET /emar/v1/facilities/<facility>/wards": 1,
         "GET /emar/v1/facilities/<facility>/administrations": 1}
     assert admin.reset_counts()["total"] == 0
-    assert admin.requests_count() == {"total": 0, "by_site": {}, "by_endpoint": {}, "by_site_endpoint": {}}
+    assert admin.requests_count() == {"total": 0, "by_site": {}, "by_endpoint": {},
+                                      "by_site_endpoint": {}, "recent_request_ids": []}
 
 
 def test_faults_apply_to_the_administration_system_too(demo_administration, demo_faults_cleared):

@@ -80,6 +80,20 @@ def test_stack_is_ready_and_prints_credentials_and_a_curl_example(running_stack)
     assert answer.returncode == 0 and '"status": "ready"' in answer.stdout.replace('":"', '": "')
 
 
+def test_printed_walkthrough_shows_token_miss_hit_and_403(running_stack):
+    lines = [line.split(" | ", 1)[1].strip() for line in running_stack["output"]
+             if " | " in line]
+    start = lines.index("Try it:") + 1
+    walkthrough = lines[start:lines.index("Ctrl-C stops everything.")]
+    script = "set -e\n" + "\n".join(line for line in walkthrough if line)
+
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+
+    assert run.returncode == 0, run.stderr
+    assert re.findall(r"X-Cache: (\w+)", run.stdout) == ["MISS", "HIT"]
+    assert '"status":403' in run.stdout.replace(" ", "")
+
+
 def test_flower_lists_both_workers_behind_basic_auth(running_stack):
     flower = f"http://127.0.0.1:{running_stack['HUB_FLOWER_PORT']}"
     banner = "".join(running_stack["output"])

@@ -69,3 +69,22 @@ def test_docs_ui_is_served_with_its_assets_from_the_hub(api):
     assert page.status_code == 200
     assert b"/docs/assets/swagger-ui-bundle.js" in page.data
     assert asset.status_code == 200 and len(asset.data) > 100_000
+
+
+def test_openapi_documents_every_v1_endpoint_with_examples_and_errors(api):
+    document = api.get("/openapi.json").json
+    paths = document["paths"]
+
+    expected = {"/v1/oauth/token": "post", "/v1/administrations": "get",
+                "/v1/containers/{container_id}/origin": "get", "/v1/inventory": "get"}
+    for path, method in expected.items():
+        operation = paths[path][method]
+        assert operation.get("summary") or operation.get("description"), path
+        assert "200" in operation["responses"]
+    for path in ("/v1/administrations", "/v1/inventory", "/v1/containers/{container_id}/origin"):
+        operation = paths[path]["get"]
+        assert {"401", "403", "503"} <= set(operation["responses"])
+        assert operation["security"] == [{"bearer": []}]
+    parameters = {p["name"]: p for p in paths["/v1/administrations"]["get"]["parameters"]}
+    assert parameters["medication"]["schema"].get("example")
+    assert "bearer" in document["components"]["securitySchemes"]

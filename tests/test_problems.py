@@ -6,7 +6,7 @@ from app import create_app
 
 
 def test_unknown_route_is_problem_json_with_request_id(api):
-    response = api.get("/v1/no-such-thing")
+    response = api.get("/no-such-thing")
 
     assert response.status_code == 404
     assert response.content_type == "application/problem+json"
@@ -55,3 +55,8 @@ def test_malformed_request_id_is_replaced(api, unsafe):
 
     assert response.headers["X-Request-ID"] != unsafe
     assert len(response.headers["X-Request-ID"]) == 32
+
+
+def test_unknown_v1_route_needs_a_token_first(api):
+    # Routes under /v1 are not revealed to callers without a token.
+    assert api.get("/v1/no-such-thing").status_code == 401

@@ -8,6 +8,10 @@ import pytest
 
 from app.settings import PROJECT_ROOT, SETTINGS, SettingsError, load_settings, settings_table
 
+# Every secret given, so nothing is generated into the (project-relative) data folder.
+ALL_SECRETS = {"HUB_SECRET_KEY": "k", "FLOWER_BASIC_AUTH": "u:p",
+               "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40, "HUB_PSEUDONYM_KEY": "p" * 40}
+
 
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
@@ -27,10 +31,10 @@ def test_defaults_use_sqlite_and_embedded_redis_under_the_data_folder(data_dir):
 
 
 def test_relative_data_folder_is_under_the_project_root():
-    settings = load_settings({"HUB_DATA_DIR": "var-test-relative",
-                              "HUB_SECRET_KEY": "k", "FLOWER_BASIC_AUTH": "u:p"})
+    settings = load_settings({"HUB_DATA_DIR": "var-test-relative", **ALL_SECRETS})
 
     assert settings.hub_data_dir == PROJECT_ROOT / "var-test-relative"
+    assert not (PROJECT_ROOT / "var-test-relative").exists()
 
 
 def test_environment_overrides_every_url(data_dir):
@@ -82,10 +86,13 @@ def test_secrets_come_from_the_environment_or_a_file(data_dir, tmp_path):
     secret_file.write_text("ops:from-file\n")
 
     settings = load_settings({"HUB_DATA_DIR": str(data_dir), "HUB_SECRET_KEY": "from-env",
-                              "FLOWER_BASIC_AUTH_FILE": str(secret_file)})
+                              "FLOWER_BASIC_AUTH_FILE": str(secret_file),
+                              "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40,
+                              "HUB_PSEUDONYM_KEY": "p" * 40})
 
     assert settings.hub_secret_key == "from-env"
     assert settings.flower_basic_auth == "ops:from-file"
+    assert settings.hub_jwt_signing_keys == "k1:" + "k" * 40
     assert not (data_dir / "secrets").exists()
 
 
@@ -116,3 +123,8 @@ def test_readme_lists_every_setting_exactly_as_declared():
 
     assert settings_table() in readme
     assert len(SETTINGS) == settings_table().count("\n| `")
+
+
+def test_malformed_cache_ttls_are_refused(data_dir):
+    with pytest.raises(SettingsError, match="HUB_CACHE_TTLS"):
+        load_settings({"HUB_DATA_DIR": str(data_dir), "HUB_CACHE_TTLS": "administrations=soon"})

@@ -62,3 +62,23 @@ def ensure_client(*, db_session: Session, client_id: str, tenant: Tenant,
     client.is_active = True
     db_session.flush()
     return client
+
+
+def create_client(*, db_session: Session, client_id: str, tenant: Tenant,
+                  product: Product | None, scopes: list[str]) -> tuple[Client, str]:
+    """Create a client with a fresh secret; return it and the secret (shown once)."""
+    if get_client(db_session=db_session, client_id=client_id) is not None:
+        raise ValueError(f"client {client_id} already exists")
+    secret = new_client_secret()
+    client = ensure_client(db_session=db_session, client_id=client_id, tenant=tenant,
+                           product=product, name=client_id, scopes=scopes, secret=secret)
+    return client, secret
+
+
+def rotate_secret(*, db_session: Session, client: Client) -> str:
+    """Give ``client`` a new secret (the old one stops working at once); return it."""
+    secret = new_client_secret()
+    client.secret_hash = hash_secret(secret)
+    client.secret_rotated_at = utcnow()
+    db_session.flush()
+    return secret

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -68,3 +70,29 @@ def grant_entitlement(*, db_session: Session, tenant: Tenant, product: Product) 
         entitlement.granted_at = utcnow()
     db_session.flush()
     return entitlement
+
+
+def get_active_connection(*, db_session: Session, tenant_id: uuid.UUID, product: str
+                          ) -> Connection | None:
+    """Return the tenant's active connection to its instance of ``product``, if any."""
+    return db_session.scalar(
+        select(Connection).join(Product, Product.id == Connection.product_id).where(
+            Connection.tenant_id == tenant_id, Product.code == product,
+            Connection.is_active.is_(True)))
+
+
+def revoke_entitlement(*, db_session: Session, tenant: Tenant, product: Product) -> bool:
+    """Revoke ``tenant``'s entitlement to ``product``; return False if it had none."""
+    entitlement = db_session.scalar(select(Entitlement).where(
+        Entitlement.tenant_id == tenant.id, Entitlement.product_id == product.id,
+        Entitlement.revoked_at.is_(None)))
+    if entitlement is None:
+        return False
+    entitlement.revoked_at = utcnow()
+    db_session.flush()
+    return True
+
+
+def list_tenants(*, db_session: Session) -> list[Tenant]:
+    """Return every tenant, by slug."""
+    return list(db_session.scalars(select(Tenant).order_by(Tenant.slug)))

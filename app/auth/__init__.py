@@ -1,0 +1,1 @@
+"""Machine-to-machine authentication: OAuth2 client credentials and bearer JWTs."""

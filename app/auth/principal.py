@@ -1,0 +1,94 @@
+"""Who is calling: the bearer token of every ``/v1`` request, verified before any view runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import wraps
+
+from flask import Flask, current_app, g, request
+
+from app.auth.tokens import InvalidToken, TokenClaims, verify_token
+from app.observability.context import tenant_var
+from app.problems import problem_response
+
+REALM = "medication-hub"
+# Paths under /v1 reachable without a bearer token.
+PUBLIC_PATHS = frozenset({"/v1/oauth/token"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated client of the current request."""
+
+    tenant_id: str
+    tenant: str
+    client_id: str
+    product: str | None
+    scopes: frozenset[str]
+
+    @property
+    def consumer(self) -> str:
+        """The PHI-policy consumer this client is: its product, or ``operator``."""
+        return self.product or "operator"
+
+    @classmethod
+    def from_claims(cls, claims: TokenClaims) -> Principal:
+        return cls(tenant_id=claims.tenant_id, tenant=claims.tenant, client_id=claims.client_id,
+                   product=claims.product, scopes=claims.scopes)
+
+
+def current_principal() -> Principal:
+    """Return the caller of the current request (set by the bearer check)."""
+    return g.principal
+
+
+def _unauthorized(detail: str, error: str | None = None):
+    challenge = f'Bearer realm="{REALM}"'
+    if error:
+        challenge += f', error="{error}", error_description="{detail}"'
+    return problem_response(401, detail=detail, headers={"WWW-Authenticate": challenge})
+
+
+def init_bearer_auth(app: Flask) -> None:
+    """Require a valid bearer token on every ``/v1`` request except the token endpoint."""
+
+    @app.before_request
+    def _authenticate():
+        if not request.path.startswith("/v1/") or request.path in PUBLIC_PATHS:
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _unauthorized("A bearer token is required.")
+        hub = current_app.extensions["hub"]
+        try:
+            claims = verify_token(token.strip(), keys=hub.signing_keys,
+                                  issuer=hub.settings.hub_jwt_issuer,
+                                  audience=hub.settings.hub_jwt_audience)
+        except InvalidToken as invalid:
+            return _unauthorized(f"The bearer token is not valid: {invalid.reason}.",
+                                 "invalid_token")
+        g.principal = Principal.from_claims(claims)
+        tenant_var.set(claims.tenant)
+        return None
+
+
+def requires_scopes(*scopes: str):
+    """Answer 403 ``insufficient_scope`` unless the caller's token carries every scope."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            missing = set(scopes) - current_principal().scopes
+            if missing:
+                return problem_response(
+                    403, problem_type="insufficient-scope",
+                    detail=f"This operation needs the scope {' '.join(sorted(missing))}.",
+                    headers={"WWW-Authenticate": f'Bearer realm="{REALM}", '
+                                                 f'error="insufficient_scope", '
+                                                 f'scope="{" ".join(scopes)}"'})
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator

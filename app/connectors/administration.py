@@ -1,0 +1,92 @@
+"""Connector of medication administration systems (System B, the eMAR).
+
+Native shape: snake_case, ``med.ndc11`` (11 digits), wards like ``ICU3``, UTC times, opaque
+cursor paging, ``Authorization: ApiKey`` authentication. Its records carry PHI (patient name,
+MRN, birth date, notes): they exist only in memory here, and the PHI policy cuts them down
+before anything is cached, stored or returned.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from app.canonical.schemas import AdministrationSchema
+from app.canonical.times import format_utc, to_utc
+from app.canonical.units import canonical_unit
+from app.connectors.base import ConnectionTarget, map_records
+from app.connectors.resilience import get_json
+
+SYSTEM = "administration"
+NATIVE_MAX_PAGE = 1000
+_schema = AdministrationSchema()
+
+
+def _native_ward(target: ConnectionTarget, unit: str) -> str:
+    for native, canonical in target.unit_codes.items():
+        if canonical_unit(canonical) == unit:
+            return native
+    return unit.replace("-", "")  # this system drops the dash: ICU-3 → ICU3
+
+
+def _administration(target: ConnectionTarget, native: dict) -> dict:
+    patient = native["patient"]
+    return {
+        "administration_id": native["admin_id"],
+        "unit": canonical_unit(native["ward"], target.unit_codes),
+        "medication": {"ndc11": native["med"]["ndc11"], "name": native["med"]["description"]},
+        "dose": {"quantity": native["dose"]["qty"], "unit": native["dose"]["uom"]},
+        "route": native["route"],
+        "administered_at": format_utc(to_utc(native["given_at"], target.timezone)),
+        "container_barcode": native.get("container_barcode"),
+        "nurse_id": native["nurse_id"],
+        "patient": {"mrn": patient["mrn"], "name": patient["full_name"],
+                    "birth_date": patient["birth_date"]},
+        "note": native.get("note"),
+    }
+
+
+def administrations_page(target: ConnectionTarget, *, unit: str | None, ndc11: str | None,
+                         since: datetime | None, until: datetime | None,
+                         native_cursor: str | None, page_size: int
+                         ) -> tuple[list[dict], str | None]:
+    """Return one page of canonical administrations and the native cursor of the next page."""
+    params: dict = {"page_size": min(page_size, NATIVE_MAX_PAGE)}
+    if unit:
+        params["ward"] = _native_ward(target, unit)
+    if ndc11:
+        params["ndc11"] = ndc11
+    if since:
+        params["since"] = format_utc(since)
+    if until:
+        params["until"] = format_utc(until)
+    if native_cursor:
+        params["cursor"] = native_cursor
+    answer = get_json(system=SYSTEM, url=target.base_url + "/administrations", params=params,
+                      headers={"Authorization": f"ApiKey {target.credential}"},
+                      breaker=target.breaker, policy=target.policy)
+    records = map_records(answer.get("data", []), lambda item: _administration(target, item),
+                          _schema, system=SYSTEM, resource="administration")
+    return records, answer.get("next_cursor")
+
+
+def iter_administrations(target: ConnectionTarget, *, unit: str | None, ndc11: str | None,
+                         since: datetime, until: datetime):
+    """Yield every canonical administration matching the filters, one native page at a time:
+    memory stays bounded by one page however many records there are."""
+    cursor = None
+    while True:
+        records, cursor = administrations_page(target, unit=unit, ndc11=ndc11, since=since,
+                                               until=until, native_cursor=cursor,
+                                               page_size=NATIVE_MAX_PAGE)
+        yield from records
+        if not cursor:
+            return
+
+
+def unit_codes(target: ConnectionTarget) -> list[str]:
+    """Return the canonical codes of the facility's wards."""
+    answer = get_json(system=SYSTEM, url=target.base_url + "/wards", params={},
+                      headers={"Authorization": f"ApiKey {target.credential}"},
+                      breaker=target.breaker, policy=target.policy)
+    return sorted(canonical_unit(ward["ward"], target.unit_codes)
+                  for ward in answer.get("data", []))

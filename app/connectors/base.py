@@ -1,0 +1,66 @@
+"""What every connector shares: the resolved connection it talks to, and record mapping that
+skips (and counts) records it cannot map instead of passing them on half-mapped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pybreaker
+from marshmallow import Schema, ValidationError
+
+from app.canonical.ndc import InvalidNdc
+from app.canonical.times import InvalidTimestamp
+from app.canonical.units import InvalidUnitCode
+from app.connectors.resilience import CallPolicy
+from app.observability import metrics
+
+logger = logging.getLogger(__name__)
+
+MAPPING_ERRORS = (KeyError, TypeError, ValueError, InvalidNdc, InvalidTimestamp, InvalidUnitCode,
+                  ValidationError)
+
+
+@dataclass(frozen=True)
+class ConnectionTarget:
+    """A tenant's instance of a system, ready to call."""
+
+    tenant: str
+    product: str
+    base_url: str
+    credential: str = field(repr=False)
+    timezone: str
+    options: dict
+    breaker: pybreaker.CircuitBreaker
+    policy: CallPolicy
+
+    @property
+    def unit_codes(self) -> dict[str, str]:
+        """This tenant's native → canonical unit code map for this system."""
+        return self.options.get("unit_codes") or {}
+
+
+def checked(record: dict, schema: Schema) -> dict:
+    """Return ``record`` (JSON-ready canonical values, unchanged) if it fits ``schema``."""
+    errors = schema.validate(record)
+    if errors:
+        raise ValidationError(errors)
+    return record
+
+
+def map_records(native_records: Iterable[dict], mapper: Callable[[dict], dict], schema: Schema,
+                *, system: str, resource: str) -> list[dict]:
+    """Map each native record to canonical and validate it; skip (count, log without values)
+    any record that fails, so nothing half-mapped goes further."""
+    mapped = []
+    for native in native_records:
+        try:
+            mapped.append(checked(mapper(native), schema))
+        except MAPPING_ERRORS as error:
+            metrics.INVALID_RECORDS.labels(system=system, resource=resource).inc()
+            # The error class and the failing field names only: values may be PHI.
+            fields = sorted(error.messages) if isinstance(error, ValidationError) else []
+            logger.warning("skipped invalid %s record from %s: %s %s", resource, system,
+                           type(error).__name__, fields)
+    return mapped

@@ -1,0 +1,152 @@
+"""Connector of inventory systems (System A): containers, their movements, stock on hand.
+
+Native shape: camelCase, ``drug.ndc`` as dashed NDC-10, units like ``ICU-3``, local times with
+an offset, offset/limit paging, ``X-Api-Key`` authentication.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from app.canonical.ndc import normalize_ndc
+from app.canonical.schemas import ContainerOriginSchema, ContainerSchema, MovementSchema
+from app.canonical.times import format_utc, to_utc
+from app.canonical.units import canonical_unit
+from app.connectors.base import ConnectionTarget, checked, map_records
+from app.connectors.resilience import get_json
+
+SYSTEM = "inventory"
+NATIVE_PAGE_LIMIT = 500
+_MOVEMENT_TYPES = {"receive": "received", "stock": "stocked", "dispense": "dispensed"}
+_container_schema = ContainerSchema()
+_origin_schema = ContainerOriginSchema()
+_movement_schema = MovementSchema()
+
+
+def _get(target: ConnectionTarget, path: str, params: dict | None = None) -> dict:
+    return get_json(system=SYSTEM, url=target.base_url + path, params=params or {},
+                    headers={"X-Api-Key": target.credential}, breaker=target.breaker,
+                    policy=target.policy)
+
+
+def _native_unit(target: ConnectionTarget, unit: str) -> str:
+    for native, canonical in target.unit_codes.items():
+        if canonical_unit(canonical) == unit:
+            return native
+    return unit  # this system writes units the canonical way (ICU-3)
+
+
+def _location_code(target: ConnectionTarget, place: dict | None) -> str | None:
+    if not place:
+        return None
+    return place.get("cabinet") or canonical_unit(place["unit"], target.unit_codes)
+
+
+def _container(target: ConnectionTarget, native: dict) -> dict:
+    location = native["location"]
+    return {
+        "container_id": native["containerId"],
+        "barcode": native["barcode"],
+        "medication": {"ndc11": normalize_ndc(native["drug"]["ndc"]),
+                       "name": native["drug"]["name"],
+                       "strength": native["drug"].get("strength")},
+        "lot": native["lotNumber"],
+        "expires_on": native["expiresOn"],
+        "location": {"facility": location["facility"],
+                     "unit": canonical_unit(location["unit"], target.unit_codes)
+                     if location.get("unit") else None,
+                     "cabinet": location.get("cabinet")},
+        "status": native["status"],
+    }
+
+
+def _movement(target: ConnectionTarget, native: dict) -> dict:
+    return {
+        "movement_id": native["movementId"],
+        "type": _MOVEMENT_TYPES[native["type"]],
+        "from_location": _location_code(target, native.get("from")),
+        "to_location": _location_code(target, native["to"]),
+        "at": format_utc(to_utc(native["at"], target.timezone)),
+    }
+
+
+def ndc10_candidates(ndc11: str) -> list[str]:
+    """The dashed NDC-10 spellings an NDC-11 may have in this system (one per layout whose
+    padding zero is present), since the layout is not recoverable from 11 digits."""
+    labeler, product, package = ndc11[:5], ndc11[5:9], ndc11[9:]
+    candidates = []
+    if labeler.startswith("0"):
+        candidates.append(f"{labeler[1:]}-{product}-{package}")
+    if product.startswith("0"):
+        candidates.append(f"{labeler}-{product[1:]}-{package}")
+    if package.startswith("0"):
+        candidates.append(f"{labeler}-{product}-{package[1:]}")
+    return candidates
+
+
+def container_origin(target: ConnectionTarget, container_id: str) -> dict:
+    """Return a container with its movement chain (canonical), oldest movement first."""
+    native = _get(target, f"/containers/{container_id}")
+    history = _get(target, f"/containers/{container_id}/movements")
+    record = _container(target, native)
+    record["movements"] = map_records(history.get("items", []),
+                                      lambda item: _movement(target, item), _movement_schema,
+                                      system=SYSTEM, resource="movement")
+    return checked(record, _origin_schema)
+
+
+def containers_on_hand(target: ConnectionTarget, *, unit: str | None, ndc11: str | None,
+                       position: tuple[int, int], page_size: int
+                       ) -> tuple[list[dict], tuple[int, int] | None]:
+    """Return a page of containers on hand (stocked in a cabinet or dispensed to a unit), by
+    unit and/or medication, and the position to continue from (None on the last page).
+
+    ``position`` is (NDC-10 spelling index, offset): a medication filter may need one query per
+    spelling the system could use for it.
+    """
+    spellings: list[str | None] = ndc10_candidates(ndc11) if ndc11 else [None]
+    spelling_index, offset = position
+    page: list[dict] = []
+    while spelling_index < len(spellings) and len(page) < page_size:
+        params = {"offset": offset, "limit": min(NATIVE_PAGE_LIMIT, page_size - len(page))}
+        if unit:
+            params["unit"] = _native_unit(target, unit)
+        if spellings[spelling_index]:
+            params["ndc"] = spellings[spelling_index]
+        answer = _get(target, "/containers", params)
+        items = answer.get("items", [])
+        page += map_records((item for item in items if item.get("status") != "received"),
+                            lambda item: _container(target, item), _container_schema,
+                            system=SYSTEM, resource="container")
+        offset += len(items)
+        if not items or offset >= answer.get("total", 0):
+            spelling_index, offset = spelling_index + 1, 0
+    more = spelling_index < len(spellings)
+    return page, ((spelling_index, offset) if more else None)
+
+
+def dispensed_barcodes(target: ConnectionTarget, *, unit: str, since: datetime,
+                       until: datetime) -> set[str]:
+    """Return the barcodes of containers dispensed to ``unit`` in [since, until), paging
+    through the system's movements (bounded memory: one page plus the barcode set)."""
+    barcodes: set[str] = set()
+    offset = 0
+    while True:
+        answer = _get(target, "/movements", {
+            "toUnit": _native_unit(target, unit), "type": "dispense", "since": format_utc(since),
+            "until": format_utc(until), "offset": offset, "limit": NATIVE_PAGE_LIMIT})
+        items = answer.get("items", [])
+        for movement in items:
+            barcode = movement.get("barcode")
+            if isinstance(barcode, str) and barcode:
+                barcodes.add(barcode)
+        offset += len(items)
+        if not items or offset >= answer.get("total", 0):
+            return barcodes
+
+
+def unit_codes(target: ConnectionTarget) -> list[str]:
+    """Return the canonical codes of the site's units (pharmacy excluded)."""
+    catalogue = _get(target, "/locations")
+    return sorted(canonical_unit(unit["code"], target.unit_codes)
+                  for unit in catalogue.get("units", []))

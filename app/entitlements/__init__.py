@@ -1,0 +1,1 @@
+"""Entitlements: may this tenant's client read this product's data?"""

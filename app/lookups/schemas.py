@@ -1,0 +1,102 @@
+"""Parameters and answers of the lookup endpoints."""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from app.canonical.fields import NdcField, UnitCodeField, UtcDateTimeField
+
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 100
+
+
+class PageQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    cursor = fields.String(metadata={"description": "`next_cursor` of the previous page."})
+    page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE,
+                               validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
+                               metadata={"description": f"At most {MAX_PAGE_SIZE}."})
+
+
+class AdministrationQuerySchema(PageQuerySchema):
+    unit = UnitCodeField(metadata={"description": "Hospital unit, any spelling (`ICU-3`, `ICU3`).",
+                                   "example": "ICU-3"})
+    medication = NdcField(metadata={"description": "NDC in any common format: NDC-11, or dashed "
+                                                   "4-4-2, 5-3-2, 5-4-1, 5-4-2.",
+                                    "example": "00409-4888-02"})
+    since = UtcDateTimeField(metadata={"description": "Given at or after (with UTC offset).",
+                                       "example": "2026-11-18T00:00:00Z"})
+    until = UtcDateTimeField(metadata={"description": "Given before (with UTC offset).",
+                                       "example": "2026-11-19T00:00:00Z"})
+
+    @validates_schema
+    def _window_in_order(self, data, **_kwargs):
+        if data.get("since") and data.get("until") and data["since"] >= data["until"]:
+            raise ValidationError("must be after since", field_name="until")
+
+
+class InventoryQuerySchema(PageQuerySchema):
+    unit = UnitCodeField(metadata={"example": "ICU-3"})
+    medication = NdcField(metadata={"example": "0409-4888-02"})
+
+
+class MedicationOutSchema(Schema):
+    ndc11 = fields.String(metadata={"example": "00409488802"})
+    name = fields.String(metadata={"example": "Morphine sulfate"})
+    strength = fields.String(allow_none=True, metadata={"example": "2 mg/mL"})
+
+
+class AdministrationOutSchema(Schema):
+    """A dose administration as a consumer sees it: the patient only as a pseudonym and a birth
+    year (or 90+), the nurse as a pseudonym, no names, MRNs or notes."""
+
+    administration_id = fields.String(metadata={"example": "NGH-A000001234"})
+    unit = fields.String(metadata={"example": "ICU-3"})
+    medication = fields.Nested(MedicationOutSchema)
+    dose = fields.Dict(metadata={"example": {"quantity": 2.0, "unit": "mg"}})
+    route = fields.String(metadata={"example": "IV"})
+    administered_at = fields.String(metadata={"example": "2026-11-18T13:15:00Z"})
+    container_barcode = fields.String(allow_none=True, metadata={"example": "NGH00001234"})
+    nurse_ref = fields.String(metadata={"example": "st_k3j2h4g5f6d7s8a9q0w1e2r3t4"})
+    patient = fields.Dict(metadata={"example": {"ref": "pt_m2n3b4v5c6x7z8l9k0j1h2g3f4",
+                                                "birth_year": "1957"}})
+
+
+class AdministrationPageSchema(Schema):
+    items = fields.List(fields.Nested(AdministrationOutSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class LocationOutSchema(Schema):
+    facility = fields.String(metadata={"example": "NGH"})
+    unit = fields.String(allow_none=True, metadata={"example": "ICU-3"})
+    cabinet = fields.String(allow_none=True, metadata={"example": "ICU-3-CAB1"})
+
+
+class ContainerOutSchema(Schema):
+    container_id = fields.String(metadata={"example": "NGH-C00001234"})
+    barcode = fields.String(metadata={"example": "NGH00001234"})
+    medication = fields.Nested(MedicationOutSchema)
+    lot = fields.String(metadata={"example": "L24K118"})
+    expires_on = fields.String(metadata={"example": "2027-06-30"})
+    location = fields.Nested(LocationOutSchema)
+    status = fields.String(metadata={"example": "dispensed"})
+
+
+class MovementOutSchema(Schema):
+    movement_id = fields.String(metadata={"example": "NGH-C00001234-D"})
+    type = fields.String(metadata={"example": "dispensed"})
+    from_location = fields.String(allow_none=True, metadata={"example": "ICU-3-CAB1"})
+    to_location = fields.String(metadata={"example": "ICU-3"})
+    at = fields.String(metadata={"example": "2026-11-18T13:15:00Z"})
+
+
+class ContainerOriginOutSchema(ContainerOutSchema):
+    movements = fields.List(fields.Nested(MovementOutSchema))
+
+
+class InventoryPageSchema(Schema):
+    items = fields.List(fields.Nested(ContainerOutSchema))
+    next_cursor = fields.String(allow_none=True)

@@ -1,0 +1,170 @@
+"""Synchronous lookups, each through the request lifecycle in order: entitlement → cache →
+routing to the tenant's system (timeouts, retries, breaker) → normalization (the connector) →
+PHI minimization → cache. Audit happens around every request (app.audit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.auth.principal import Principal
+from app.cache import service as cache
+from app.connectors import administration as administration_connector
+from app.connectors import inventory as inventory_connector
+from app.connectors.base import MAPPING_ERRORS, ConnectionTarget
+from app.connectors.credentials import CredentialUnavailable
+from app.connectors.resilience import (
+    DownstreamNotFound,
+    DownstreamRejected,
+    DownstreamUnavailable,
+)
+from app.connectors.routing import NotConnected, connection_target
+from app.entitlements.service import authorize_read
+from app.extensions import HubResources
+from app.lookups.cursors import InvalidCursor, decode_cursor, encode_cursor
+from app.observability import metrics
+from app.phi.policy import RecordShapeError, minimize, minimize_many, require_policy
+from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
+from app.settings import parse_cache_ttls
+
+
+class LookupFailed(Exception):
+    """A lookup cannot be answered; ``status`` and ``detail`` are safe to return."""
+
+    def __init__(self, status: int, detail: str, *, problem_type: str | None = None,
+                 retry_after: int | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.problem_type = problem_type
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class LookupAnswer:
+    """A minimized answer and where it came from: HIT, MISS or STALE."""
+
+    payload: dict
+    cache_status: str
+    target_system: str
+
+
+def _pseudonymizer(hub: HubResources, principal: Principal) -> Pseudonymizer:
+    return Pseudonymizer(tenant_pseudonym_key(hub.settings.hub_pseudonym_key,
+                                              principal.tenant_id))
+
+
+def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, policy_resource: str,
+            params: dict, fetch: Callable[[ConnectionTarget], dict],
+            minimize_payload: Callable[[dict, Pseudonymizer], dict]) -> LookupAnswer:
+    access = authorize_read(db_session=hub.database.session, tenant_id=principal.tenant_id,
+                            scopes=principal.scopes, resource_type=resource_type)
+    require_policy(policy_resource, principal.consumer)
+
+    key = cache.cache_key(key_secret=hub.settings.hub_pseudonym_key, tenant=principal.tenant,
+                          system=access.product, resource_type=resource_type,
+                          params={**params, "consumer": principal.consumer})
+    cached = cache.read(hub.redis, key, resource_type=resource_type)
+    if cached and cached.fresh:
+        metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="hit").inc()
+        return LookupAnswer(cached.payload, "HIT", access.product)
+
+    try:
+        target = connection_target(db_session=hub.database.session, settings=hub.settings,
+                                   tenant_id=principal.tenant_id, tenant=principal.tenant,
+                                   product=access.product)
+        canonical = fetch(target)
+    except DownstreamUnavailable as unavailable:
+        if cached:
+            metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="stale").inc()
+            return LookupAnswer(cached.payload, "STALE", access.product)
+        raise LookupFailed(503, f"The {access.product} system is unavailable; try again later.",
+                           problem_type="downstream-unavailable",
+                           retry_after=unavailable.retry_after or 5) from None
+    except DownstreamNotFound:
+        raise LookupFailed(404, f"The {access.product} system has no such record.") from None
+    except (NotConnected, CredentialUnavailable):
+        raise LookupFailed(503, f"This tenant's {access.product} system is not connected.",
+                           problem_type="not-connected", retry_after=60) from None
+    except (DownstreamRejected, *MAPPING_ERRORS):
+        raise LookupFailed(502, f"The {access.product} system gave an answer the hub cannot "
+                                "use.", problem_type="bad-downstream-answer") from None
+
+    try:
+        payload = minimize_payload(canonical, _pseudonymizer(hub, principal))
+    except RecordShapeError:
+        raise LookupFailed(502, f"The {access.product} system gave an answer the hub cannot "
+                                "use.", problem_type="bad-downstream-answer") from None
+    ttl = parse_cache_ttls(hub.settings.hub_cache_ttls).get(resource_type, 30)
+    cache.write(hub.redis, key, payload, fresh_seconds=ttl,
+                stale_seconds=hub.settings.hub_cache_stale_seconds)
+    metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="miss").inc()
+    return LookupAnswer(payload, "MISS", access.product)
+
+
+def list_administrations(*, hub: HubResources, principal: Principal, unit: str | None,
+                         ndc11: str | None, since: datetime | None, until: datetime | None,
+                         cursor: str | None, page_size: int) -> LookupAnswer:
+    """Return a page of the tenant's dose administrations, minimized for the caller."""
+    native_cursor = decode_cursor(cursor, expected_keys={"n"})["n"] if cursor else None
+    consumer = principal.consumer
+
+    def fetch(target: ConnectionTarget) -> dict:
+        records, next_native = administration_connector.administrations_page(
+            target, unit=unit, ndc11=ndc11, since=since, until=until,
+            native_cursor=native_cursor, page_size=page_size)
+        return {"items": records,
+                "next_cursor": encode_cursor({"n": next_native}) if next_native else None}
+
+    def minimized(page: dict, pseudonymizer: Pseudonymizer) -> dict:
+        return {"items": minimize_many("administration", consumer, page["items"],
+                                       pseudonymizer=pseudonymizer),
+                "next_cursor": page["next_cursor"]}
+
+    params = {"unit": unit, "ndc11": ndc11, "since": since, "until": until,
+              "cursor": cursor, "page_size": page_size}
+    return _lookup(hub=hub, principal=principal, resource_type="administrations",
+                   policy_resource="administration", params=params, fetch=fetch,
+                   minimize_payload=minimized)
+
+
+def container_origin(*, hub: HubResources, principal: Principal, container_id: str
+                     ) -> LookupAnswer:
+    """Return where a container came from: medication, lot, expiry and movement chain."""
+    consumer = principal.consumer
+    return _lookup(
+        hub=hub, principal=principal, resource_type="container_origin",
+        policy_resource="container_origin", params={"container_id": container_id},
+        fetch=lambda target: inventory_connector.container_origin(target, container_id),
+        minimize_payload=lambda origin, pseudonymizer: minimize(
+            "container_origin", consumer, origin, pseudonymizer=pseudonymizer))
+
+
+def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | None,
+                      ndc11: str | None, cursor: str | None, page_size: int) -> LookupAnswer:
+    """Return a page of containers on hand by unit and/or medication."""
+    position = (0, 0)
+    if cursor:
+        decoded = decode_cursor(cursor, expected_keys={"s", "o"})
+        if not all(isinstance(decoded[k], int) and decoded[k] >= 0 for k in ("s", "o")):
+            raise InvalidCursor("not a cursor from this API")
+        position = (decoded["s"], decoded["o"])
+    consumer = principal.consumer
+
+    def fetch(target: ConnectionTarget) -> dict:
+        items, next_position = inventory_connector.containers_on_hand(
+            target, unit=unit, ndc11=ndc11, position=position, page_size=page_size)
+        return {"items": items, "next_cursor": encode_cursor(
+            {"s": next_position[0], "o": next_position[1]}) if next_position else None}
+
+    def minimized(page: dict, pseudonymizer: Pseudonymizer) -> dict:
+        return {"items": minimize_many("container", consumer, page["items"],
+                                       pseudonymizer=pseudonymizer),
+                "next_cursor": page["next_cursor"]}
+
+    return _lookup(hub=hub, principal=principal, resource_type="inventory",
+                   policy_resource="container",
+                   params={"unit": unit, "ndc11": ndc11, "cursor": cursor,
+                           "page_size": page_size},
+                   fetch=fetch, minimize_payload=minimized)

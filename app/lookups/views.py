@@ -1,0 +1,150 @@
+"""``/v1/administrations``, ``/v1/containers/{id}/origin``, ``/v1/inventory``.
+
+Each answers canonical JSON, or FHIR R4 JSON when the client asks for
+``application/fhir+json``; ``X-Cache`` says HIT, MISS or STALE.
+"""
+
+from __future__ import annotations
+
+from flask import g, jsonify, request, url_for
+from flask_smorest import Blueprint
+
+from app.auth.principal import current_principal
+from app.entitlements.service import NotEntitled
+from app.extensions import resources
+from app.lookups import fhir, service
+from app.lookups.cursors import InvalidCursor
+from app.lookups.schemas import (
+    AdministrationPageSchema,
+    AdministrationQuerySchema,
+    ContainerOriginOutSchema,
+    InventoryPageSchema,
+    InventoryQuerySchema,
+)
+from app.phi.policy import PolicyMissing
+from app.problems import problem_response
+
+blp = Blueprint("lookups", __name__, url_prefix="/v1",
+                description="Synchronous lookups across the tenant's hospital systems.")
+
+_ERRORS = {401: "Missing, expired or invalid bearer token.",
+           403: "Scope or entitlement missing (checked before any downstream call).",
+           422: "Invalid parameters; `errors` names each field.",
+           429: "Rate limit reached; see `Retry-After`.",
+           502: "The hospital system answered something unusable.",
+           503: "The hospital system is unavailable and nothing is cached; see `Retry-After`."}
+
+
+def _document_errors(view):
+    for status, description in _ERRORS.items():
+        view = blp.alt_response(status, description=description)(view)
+    return blp.doc(security=[{"bearer": []}])(view)
+
+
+@blp.errorhandler(NotEntitled)
+def _not_entitled(error: NotEntitled):
+    return problem_response(403, detail=error.reason, problem_type=error.problem_type)
+
+
+@blp.errorhandler(PolicyMissing)
+def _no_policy(_error: PolicyMissing):
+    return problem_response(403, detail="No PHI policy lets this client read this resource.",
+                            problem_type="no-phi-policy")
+
+
+@blp.errorhandler(InvalidCursor)
+def _bad_cursor(error: InvalidCursor):
+    return problem_response(422, detail="The request has invalid fields; see errors.",
+                            errors={"query": {"cursor": [str(error)]}})
+
+
+@blp.errorhandler(service.LookupFailed)
+def _lookup_failed(error: service.LookupFailed):
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    return problem_response(error.status, detail=error.detail, problem_type=error.problem_type,
+                            headers=headers)
+
+
+def _wants_fhir() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", fhir.FHIR_JSON])
+    return best == fhir.FHIR_JSON and request.accept_mimetypes[fhir.FHIR_JSON] > 0
+
+
+def _answer(answer: service.LookupAnswer, body, content_type: str = "application/json"):
+    g.audit_target_system = answer.target_system
+    response = jsonify(body)
+    response.headers["Content-Type"] = content_type
+    response.headers["X-Cache"] = answer.cache_status
+    response.headers["Vary"] = "Accept, Authorization"
+    return response
+
+
+def _next_url(endpoint: str, next_cursor: str | None) -> str | None:
+    if not next_cursor:
+        return None
+    args = {**request.args.to_dict(), "cursor": next_cursor}
+    return url_for(endpoint, _external=True, **args)
+
+
+@blp.get("/administrations")
+@blp.arguments(AdministrationQuerySchema, location="query")
+@blp.response(200, AdministrationPageSchema, description="A page of administrations. With "
+              "`Accept: application/fhir+json`, a FHIR R4 Bundle of MedicationAdministration.")
+@_document_errors
+def list_administrations(query: dict):
+    """Dose administrations from the tenant's administration system (eMAR).
+
+    Filter by unit, medication and time window; follow `next_cursor` for the next page. Patients
+    appear only as tenant-scoped pseudonyms with a birth year (or `90+`); names, MRNs, dates of
+    birth and notes never leave the hub.
+    """
+    g.audit_resource_type = "administrations"
+    answer = service.list_administrations(
+        hub=resources(), principal=current_principal(), unit=query.get("unit"),
+        ndc11=query.get("medication"), since=query.get("since"), until=query.get("until"),
+        cursor=query.get("cursor"), page_size=query["page_size"])
+    if _wants_fhir():
+        bundle = fhir.administrations_bundle(
+            answer.payload["items"], tenant=current_principal().tenant, self_url=request.url,
+            next_url=_next_url("lookups.list_administrations", answer.payload["next_cursor"]))
+        return _answer(answer, bundle, fhir.FHIR_JSON)
+    return _answer(answer, AdministrationPageSchema().dump(answer.payload))
+
+
+@blp.get("/containers/<string:container_id>/origin")
+@blp.response(200, ContainerOriginOutSchema, description="The container and its movement "
+              "chain. With `Accept: application/fhir+json`, a FHIR R4 Bundle (Medication and "
+              "one SupplyDelivery per movement).")
+@blp.alt_response(404, description="The inventory system has no such container.")
+@_document_errors
+def container_origin(container_id: str):
+    """Where a container came from: medication, lot, expiry and its movements (pharmacy →
+    cabinet → unit), with locations in canonical codes and times in UTC."""
+    g.audit_resource_type = "container_origin"
+    answer = service.container_origin(hub=resources(), principal=current_principal(),
+                                      container_id=container_id)
+    if _wants_fhir():
+        return _answer(answer, fhir.container_origin_bundle(
+            answer.payload, tenant=current_principal().tenant), fhir.FHIR_JSON)
+    return _answer(answer, ContainerOriginOutSchema().dump(answer.payload))
+
+
+@blp.get("/inventory")
+@blp.arguments(InventoryQuerySchema, location="query")
+@blp.response(200, InventoryPageSchema, description="A page of containers on hand. With "
+              "`Accept: application/fhir+json`, a FHIR R4 Bundle of Medication.")
+@_document_errors
+def inventory_on_hand(query: dict):
+    """Containers on hand (stocked in a cabinet or dispensed to a unit), by unit and/or
+    medication, from the tenant's inventory system."""
+    g.audit_resource_type = "inventory"
+    answer = service.inventory_on_hand(
+        hub=resources(), principal=current_principal(), unit=query.get("unit"),
+        ndc11=query.get("medication"), cursor=query.get("cursor"),
+        page_size=query["page_size"])
+    if _wants_fhir():
+        bundle = fhir.inventory_bundle(
+            answer.payload["items"], tenant=current_principal().tenant, self_url=request.url,
+            next_url=_next_url("lookups.inventory_on_hand", answer.payload["next_cursor"]))
+        return _answer(answer, bundle, fhir.FHIR_JSON)
+    return _answer(answer, InventoryPageSchema().dump(answer.payload))

@@ -1,0 +1,38 @@
+"""Request metrics for every API request, and the ``/metrics`` endpoint."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from flask import Flask, Response, g, request
+
+from app.audit.service import pending_count
+from app.observability import metrics
+
+
+def init_http_metrics(app: Flask) -> None:
+    """Count and time every request by route; serve ``/metrics`` (no PHI: routes, not paths)."""
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.pop("metrics_started", None)
+        if started is not None and request.path != "/metrics":
+            route = request.url_rule.rule if request.url_rule else "unmatched"
+            metrics.REQUESTS.labels(route=route, method=request.method,
+                                    status=str(response.status_code)).inc()
+            metrics.REQUEST_LATENCY.labels(route=route).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        try:
+            metrics.AUDIT_PENDING.set(pending_count(redis_client=app.extensions["hub"].redis))
+        except redis.RedisError:  # the gauge keeps its last value; /metrics still answers
+            pass
+        body, content_type = metrics.render_metrics()
+        return Response(body, content_type=content_type)
