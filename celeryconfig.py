@@ -63,7 +63,11 @@ task_time_limit = _settings.hub_task_time_limit
 task_soft_time_limit = max(1, _settings.hub_task_time_limit - 30)
 # Redis redelivers unacknowledged messages after the visibility timeout: it must exceed the
 # longest task, and the result backend uses the same value (Celery issue #5935).
-broker_transport_options = {"visibility_timeout": _settings.hub_visibility_timeout}
+# A consumer looks for such messages every unacked_restore_interval (10 s) × throttle calls:
+# throttle 1 keeps that sweep at ~10 s instead of ~100 s, so a killed worker's tasks come back
+# soon after their visibility timeout (the sweep is one small Redis query).
+broker_transport_options = {"visibility_timeout": _settings.hub_visibility_timeout,
+                            "unacked_restore_throttle": 1}
 result_backend_transport_options = {"visibility_timeout": _settings.hub_visibility_timeout}
 # Chord counters live in the result backend: they must outlive the longest job. Never 0.
 result_expires = _settings.hub_result_expires
@@ -92,5 +96,11 @@ beat_schedule = {
         "task": "hub.maintenance.write_audit_events",
         "schedule": 5.0,
         "options": {"expires": 5},
+    },
+    # Merges jobs whose units all finished but whose chord body never ran (lost chord counter).
+    "reconcile-jobs": {
+        "task": "hub.maintenance.reconcile_jobs",
+        "schedule": 60.0,
+        "options": {"expires": 60},
     },
 }

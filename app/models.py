@@ -3,8 +3,8 @@
 from app.audit.models import AuditEvent
 from app.clients.models import Client
 from app.database import Base
-from app.jobs.models import DeadLetter, Job, JobResult
+from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.tenants.models import Connection, Entitlement, Product, Tenant
 
 __all__ = ["AuditEvent", "Base", "Client", "Connection", "DeadLetter", "Entitlement", "Job",
-           "JobResult", "Product", "Tenant"]
+           "JobResult", "JobUnit", "Product", "Tenant"]

@@ -102,8 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_WORKER_COMPUTE_CONCURRENCY", 1, "Processes of the worker on the `compute` and "
             "`maintenance` queues (CPU-bound merging).", "int"),
     Setting("HUB_TASK_TIME_LIMIT", 900, "Hard time limit of one task, seconds.", "int"),
-    Setting("HUB_VISIBILITY_TIMEOUT", 3600, "Seconds before Redis redelivers an unacknowledged "
-            "task. Must exceed `HUB_TASK_TIME_LIMIT`.", "int"),
+    Setting("HUB_VISIBILITY_TIMEOUT", 1200, "Seconds before Redis redelivers an unacknowledged "
+            "task (how soon a killed worker's tasks run again). Must exceed "
+            "`HUB_TASK_TIME_LIMIT`.", "int"),
     Setting("HUB_RESULT_EXPIRES", 172800, "Seconds Celery keeps task state and chord counters in "
             "the result backend. Much longer than the longest job, never 0.", "int"),
     Setting("HUB_LOG_LEVEL", "INFO", "Log level of every hub process (JSON lines on stdout)."),

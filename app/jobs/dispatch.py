@@ -39,3 +39,24 @@ def submit_smoke_chord(size: int) -> AsyncResult:
     header = [signature("hub.io.smoke_square", args=(number,), app=client)
               for number in range(size)]
     return chord(header, app=client)(signature("hub.compute.smoke_total", app=client))
+
+
+def submit_job_pipeline(*, job_id: str, tenant_id: str) -> None:
+    """Start a job: its planning task fans the units out as a chord and merges after."""
+    celery_client().send_task("hub.compute.plan_job", args=(job_id, tenant_id))
+
+
+def revoke_unit_tasks(task_ids: list[str]) -> None:
+    """Revoke a cancelled job's unit tasks that have not started (running ones see the
+    cancellation in the database and stop there)."""
+    if task_ids:
+        celery_client().control.revoke(task_ids)
+
+
+def replay_unit(*, job_id: str, tenant_id: str, unit: str) -> None:
+    """Run a dead-lettered unit again, then merge the job if it was the last one missing."""
+    client = celery_client()
+    chain(signature("hub.io.run_job_unit", args=(job_id, tenant_id, unit), immutable=True,
+                    app=client),
+          signature("hub.compute.merge_job_results", args=(job_id, tenant_id), immutable=True,
+                    app=client)).apply_async()

@@ -67,3 +67,25 @@ class DeadLetter(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     replayed_at: Mapped[datetime | None] = mapped_column()
+
+
+class JobUnit(Base):
+    """One hospital unit's share of a job: its state, attempts and de-identified partial.
+
+    Unit tasks upsert their partial here (so a redelivered task overwrites rather than adds),
+    and the merge reads partials from here, not from Celery's result backend.
+    """
+
+    __tablename__ = "job_units"
+    __table_args__ = (UniqueConstraint("job_id", "unit"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                              index=True)
+    unit: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    partial: Mapped[dict | None] = mapped_column(JSON)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

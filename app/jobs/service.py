@@ -1,0 +1,430 @@
+"""Jobs: submission (idempotent), reading, cancelling, and the steps the workers run.
+
+The API side validates and records a job, then hands it to ``app.jobs.dispatch``. The worker
+side (``tasks/jobs.py``, thin) calls ``start_job``, ``run_unit`` and ``merge_job`` here. Every
+step is idempotent: job and unit state live in the database, keyed by job and unit, so a
+redelivered task overwrites instead of double-counting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from marshmallow import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.cache import service as cache
+from app.canonical.times import format_utc, to_utc
+from app.connectors import administration as administration_connector
+from app.connectors import inventory as inventory_connector
+from app.connectors.resilience import DownstreamError
+from app.connectors.routing import NotConnected, connection_target
+from app.database import utcnow
+from app.entitlements.service import NotEntitled, tenant_owns_product
+from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
+from app.jobs.results import MERGERS, assert_phi_free
+from app.jobs.schemas import PARAMS_SCHEMAS
+from app.jobs.work import count_unit_administrations, reconcile_unit
+from app.settings import Settings
+from app.tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+# Which products each job type reads: the tenant must own every one of them.
+JOB_PRODUCTS = {"administration_counts": ("administration",),
+                "dose_reconciliation": ("inventory", "administration")}
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class JobProblem(Exception):
+    """A job request cannot be served: HTTP status, PHI-free detail, optional field errors."""
+
+    def __init__(self, status: int, detail: str, *, errors: dict | None = None,
+                 problem_type: str | None = None, retry_after: int | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.errors = status, detail, errors
+        self.problem_type, self.retry_after = problem_type, retry_after
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    created: bool
+
+
+def _request_hash(job_type: str, params: dict) -> str:
+    canonical = json.dumps({"type": job_type, "params": params}, sort_keys=True,
+                           separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _stored_params(job_type: str, params: dict) -> dict:
+    """The validated parameters as JSON (canonical values, UTC strings)."""
+    stored = dict(params)
+    stored["window"] = {"since": format_utc(params["window"]["since"]),
+                        "until": format_utc(params["window"]["until"])}
+    return stored
+
+
+def _tenant(db_session: Session, tenant_id: uuid.UUID) -> Tenant:
+    return db_session.get(Tenant, tenant_id)
+
+
+# Unit catalogues change rarely; a job submission reads them from the cache when it can.
+UNIT_CATALOGUE_SECONDS = 600
+
+
+def known_units(*, db_session: Session, redis_client, settings: Settings, tenant: Tenant,
+                job_type: str) -> list[str]:
+    """Return the tenant's unit codes as the system the job reads first knows them."""
+    product = JOB_PRODUCTS[job_type][0]
+    key = cache.cache_key(key_secret=settings.hub_pseudonym_key, tenant=tenant.slug,
+                          system=product, resource_type="units", params={})
+    cached = cache.read(redis_client, key, resource_type="units")
+    if cached and cached.fresh:
+        return cached.payload["units"]
+    target = connection_target(db_session=db_session, settings=settings,
+                               tenant_id=str(tenant.id), tenant=tenant.slug, product=product)
+    connector = inventory_connector if product == "inventory" else administration_connector
+    try:
+        units = connector.unit_codes(target)
+    except DownstreamError:
+        if cached:
+            return cached.payload["units"]
+        raise
+    cache.write(redis_client, key, {"units": units}, fresh_seconds=UNIT_CATALOGUE_SECONDS,
+                stale_seconds=settings.hub_cache_stale_seconds)
+    return units
+
+
+def _existing(db_session: Session, tenant_id: uuid.UUID, key: str) -> Job | None:
+    return db_session.scalar(select(Job).where(Job.tenant_id == tenant_id,
+                                               Job.idempotency_key == key))
+
+
+def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_id: str,
+               client_pk: uuid.UUID | None,
+               job_type: str, raw_params: dict, idempotency_key: str,
+               request_id: str | None) -> Submission:
+    """Validate and record a job (or return the job this idempotency key already made)."""
+    tenant_uuid = uuid.UUID(tenant_id)
+    request_hash = _request_hash(job_type, raw_params)
+    existing = _existing(db_session, tenant_uuid, idempotency_key)
+    if existing is not None:
+        if existing.request_hash != request_hash:
+            raise JobProblem(409, "This Idempotency-Key was used with a different request.",
+                             problem_type="idempotency-key-reused")
+        return Submission(existing, created=False)
+
+    try:
+        params = PARAMS_SCHEMAS[job_type]().load(raw_params)
+    except ValidationError as invalid:
+        raise JobProblem(422, "The request has invalid fields; see errors.",
+                         errors={"json": {"params": invalid.messages}}) from None
+    for product in JOB_PRODUCTS[job_type]:
+        if not tenant_owns_product(db_session=db_session, tenant_id=tenant_id, product=product):
+            raise NotEntitled(f"This tenant is not entitled to the {product} product.",
+                              "not-entitled")
+
+    tenant = _tenant(db_session, tenant_uuid)
+    try:
+        catalogue = known_units(db_session=db_session, redis_client=redis_client,
+                                settings=settings, tenant=tenant, job_type=job_type)
+    except (DownstreamError, NotConnected) as unreachable:
+        raise JobProblem(503, "The hospital system holding the unit list is unavailable.",
+                         problem_type="downstream-unavailable", retry_after=10) from unreachable
+    units = params.get("units") or catalogue
+    unknown = sorted(set(units) - set(catalogue))
+    if unknown:
+        raise JobProblem(422, "The request has invalid fields; see errors.", errors={
+            "json": {"params": {"units": [f"unknown units: {', '.join(unknown)}"]}}})
+
+    now = utcnow()
+    job = Job(tenant_id=tenant_uuid, client_id=client_pk, type=job_type,
+              params=_stored_params(job_type, params), status="queued",
+              idempotency_key=idempotency_key, request_hash=request_hash, request_id=request_id,
+              units_total=len(units), units_done=0,
+              expires_at=now + timedelta(hours=settings.hub_idempotency_retention_hours))
+    db_session.add(job)
+    try:
+        db_session.flush()
+        db_session.add_all(JobUnit(job_id=job.id, unit=unit, status="pending")
+                           for unit in sorted(set(units)))
+        db_session.commit()
+    except IntegrityError:
+        # The same key was submitted concurrently and the other request won: answer as it did.
+        db_session.rollback()
+        winner = _existing(db_session, tenant_uuid, idempotency_key)
+        if winner is None or winner.request_hash != request_hash:
+            raise JobProblem(409, "This Idempotency-Key was used with a different request.",
+                             problem_type="idempotency-key-reused") from None
+        return Submission(winner, created=False)
+    return Submission(job, created=True)
+
+
+def get_job(*, db_session: Session, tenant_id: str, job_id: str) -> Job:
+    """Return the tenant's job; another tenant's job (or none) is 404."""
+    try:
+        job_uuid = uuid.UUID(job_id)
+    except ValueError:
+        raise JobProblem(404, "No such job.") from None
+    job = db_session.get(Job, job_uuid)
+    if job is None or job.tenant_id != uuid.UUID(tenant_id):
+        raise JobProblem(404, "No such job.")
+    return job
+
+
+def job_view(*, db_session: Session, job: Job) -> dict:
+    """Return what a client sees of a job: status, progress, timestamps, PHI-free error,
+    failed units, and the result once succeeded (while retained)."""
+    failed_units = list(db_session.scalars(select(JobUnit.unit).where(
+        JobUnit.job_id == job.id, JobUnit.status == "failed").order_by(JobUnit.unit)))
+    result = None
+    if job.status == "succeeded":
+        stored = db_session.get(JobResult, job.id)
+        if stored is not None and (stored.expires_at is None or
+                                   to_utc(stored.expires_at) > utcnow()):
+            result = stored.result
+    return {"id": str(job.id), "type": job.type, "status": job.status, "params": job.params,
+            "progress": {"units_done": job.units_done, "units_total": job.units_total},
+            "created_at": job.created_at, "started_at": job.started_at,
+            "finished_at": job.finished_at, "error": job.error, "failed_units": failed_units,
+            "result": result}
+
+
+def list_jobs(*, db_session: Session, tenant_id: str, status: str | None, job_type: str | None,
+              after: tuple[datetime, str] | None, page_size: int) -> tuple[list[Job], bool]:
+    """Return a page of the tenant's jobs, newest first, and whether more follow."""
+    query = select(Job).where(Job.tenant_id == uuid.UUID(tenant_id))
+    if status:
+        query = query.where(Job.status == status)
+    if job_type:
+        query = query.where(Job.type == job_type)
+    if after:
+        created, job_id = after
+        query = query.where((Job.created_at < created) |
+                            ((Job.created_at == created) & (Job.id < uuid.UUID(job_id))))
+    jobs = list(db_session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())
+                                   .limit(page_size + 1)))
+    return jobs[:page_size], len(jobs) > page_size
+
+
+def cancel_job(*, db_session: Session, job: Job) -> list[str]:
+    """Cancel a queued or running job; return the task ids of its unfinished units."""
+    if not _transition(db_session, job.id, to="cancelled", allowed_from=("queued", "running"),
+                       finished_at=utcnow(), error="cancelled by the client"):
+        db_session.rollback()
+        db_session.refresh(job)
+        raise JobProblem(409, f"The job has already {job.status}.", problem_type="job-finished")
+    unfinished = list(db_session.scalars(select(JobUnit).where(
+        JobUnit.job_id == job.id, JobUnit.status.in_(("pending", "running")))))
+    for unit in unfinished:
+        unit.status = "cancelled"
+    db_session.commit()
+    db_session.refresh(job)
+    return [unit.task_id for unit in unfinished if unit.task_id]
+
+
+def _transition(db_session: Session, job_id: uuid.UUID, *, to: str, allowed_from: tuple[str, ...],
+                **values) -> bool:
+    """Move a job to status ``to`` only if it is still in one of ``allowed_from``: one
+    conditional UPDATE, so a cancel and a worker racing on the same job cannot overwrite each
+    other's outcome. Returns whether this call made the move."""
+    moved = db_session.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_(allowed_from))
+        .values(status=to, **values).execution_options(synchronize_session=False)).rowcount
+    return bool(moved)
+
+
+# --- worker side -------------------------------------------------------------------------
+
+def start_job(*, db_session: Session, job_id: str) -> list[str]:
+    """Mark the job running and return its units still to do ([] if cancelled or done)."""
+    job_uuid = uuid.UUID(job_id)
+    started = _transition(db_session, job_uuid, to="running", allowed_from=("queued",),
+                          started_at=utcnow())
+    db_session.commit()
+    if not started:
+        return []  # cancelled meanwhile, or a redelivered plan of a job already under way
+    return list(db_session.scalars(select(JobUnit.unit).where(
+        JobUnit.job_id == job_uuid, JobUnit.status.in_(("pending", "running")))
+        .order_by(JobUnit.unit)))
+
+
+def record_unit_tasks(*, db_session: Session, job_id: str, task_ids: dict[str, str]) -> None:
+    """Remember each unit's Celery task id, so a cancel can revoke it."""
+    for unit in db_session.scalars(select(JobUnit).where(JobUnit.job_id == uuid.UUID(job_id))):
+        if unit.unit in task_ids:
+            unit.task_id = task_ids[unit.unit]
+    db_session.commit()
+
+
+def _unit_row(db_session: Session, job_id: str, unit: str) -> JobUnit | None:
+    return db_session.scalar(select(JobUnit).where(JobUnit.job_id == uuid.UUID(job_id),
+                                                   JobUnit.unit == unit))
+
+
+def begin_unit(*, db_session: Session, job_id: str, unit: str, max_deliveries: int) -> str:
+    """Count a delivery of a unit task; return ``run``, ``skip`` (done, cancelled) or
+    ``exhausted`` (delivered too often: a worker keeps dying on it)."""
+    row = _unit_row(db_session, job_id, unit)
+    job = db_session.get(Job, uuid.UUID(job_id))
+    if row is None or job is None or job.status in FINAL_STATUSES or row.status in (
+            "done", "cancelled"):
+        return "skip"
+    row.attempts += 1
+    row.status = "running"
+    db_session.commit()
+    return "exhausted" if row.attempts > max_deliveries else "run"
+
+
+def compute_unit(*, db_session: Session, settings: Settings, job_id: str, unit: str) -> dict:
+    """Do one unit's work against the hospital systems and return its partial aggregate."""
+    job = db_session.get(Job, uuid.UUID(job_id))
+    tenant = _tenant(db_session, job.tenant_id)
+    since, until = to_utc(job.params["window"]["since"]), to_utc(job.params["window"]["until"])
+
+    def target(product: str):
+        return connection_target(db_session=db_session, settings=settings,
+                                 tenant_id=str(tenant.id), tenant=tenant.slug, product=product)
+
+    if job.type == "administration_counts":
+        return count_unit_administrations(
+            target("administration"), unit=unit, since=since, until=until,
+            ndc11=job.params.get("medication"), group_by=job.params["group_by"])
+    return reconcile_unit(target("inventory"), target("administration"), unit=unit,
+                          since=since, until=until)
+
+
+def finish_unit(*, db_session: Session, job_id: str, unit: str, partial: dict) -> None:
+    """Store a unit's partial (replacing any earlier delivery's) and the job's progress."""
+    row = _unit_row(db_session, job_id, unit)
+    job = db_session.get(Job, uuid.UUID(job_id))
+    if row is None or job is None or row.status == "cancelled":
+        return
+    row.partial, row.status, row.error = partial, "done", None
+    db_session.flush()
+    job.units_done = db_session.scalar(select(func.count()).select_from(JobUnit).where(
+        JobUnit.job_id == job.id, JobUnit.status == "done"))
+    db_session.commit()
+
+
+def dead_letter_unit(*, db_session: Session, job_id: str, unit: str, task_name: str,
+                     attempts: int, error: str) -> None:
+    """Record a unit that exhausted its retries: the unit fails, a dead letter keeps what an
+    operator needs to replay it (ids and a PHI-free error)."""
+    row = _unit_row(db_session, job_id, unit)
+    job = db_session.get(Job, uuid.UUID(job_id))
+    if row is None or job is None:
+        return
+    row.status, row.error = "failed", error
+    db_session.add(DeadLetter(task_name=task_name, tenant_id=job.tenant_id, job_id=job.id,
+                              unit=unit, attempts=attempts, error=error, status="open"))
+    db_session.commit()
+    logger.warning("unit dead-lettered after %s attempts: %s", attempts, error)
+
+
+def merge_job(*, db_session: Session, settings: Settings, job_id: str) -> str:
+    """Finish the job once no unit is pending: store the merged, checked result (succeeded),
+    or name the failed units (failed). Returns the job's status afterwards."""
+    job = db_session.get(Job, uuid.UUID(job_id))
+    if job is None:
+        return "missing"
+    if job.status in ("succeeded", "cancelled"):
+        return job.status
+    units = list(db_session.scalars(select(JobUnit).where(JobUnit.job_id == job.id)))
+    if any(unit.status in ("pending", "running") for unit in units):
+        return job.status  # a replayed or late unit will merge again when it finishes
+    failed = sorted(unit.unit for unit in units if unit.status == "failed")
+    now = utcnow()
+    if failed:
+        _transition(db_session, job.id, to="failed", allowed_from=("queued", "running"),
+                    finished_at=now, error=(
+                        f"{len(failed)} of {len(units)} units failed after retries "
+                        f"({', '.join(failed)}); replay their dead letters to finish the job"))
+        db_session.commit()
+        db_session.refresh(job)
+        return job.status
+    if any(unit.status != "done" for unit in units):
+        return job.status  # cancelled units: the cancel decided the job's outcome
+    result = MERGERS[job.type]((unit.partial for unit in units), params=job.params)
+    result["window"] = job.params["window"]
+    assert_phi_free(result)
+    stored = db_session.get(JobResult, job.id)
+    expires = now + timedelta(hours=settings.hub_job_result_retention_hours)
+    if stored is None:
+        db_session.add(JobResult(job_id=job.id, result=result, expires_at=expires))
+    else:
+        stored.result, stored.expires_at = result, expires
+    if not _transition(db_session, job.id, to="succeeded", allowed_from=("queued", "running"),
+                       finished_at=now, error=None, units_done=len(units)):
+        db_session.rollback()  # cancelled while merging: the result is not kept
+    db_session.commit()
+    db_session.refresh(job)
+    return job.status
+
+
+def fail_job(*, db_session: Session, job_id: str, error: str) -> None:
+    """Mark a job failed for an unexpected reason (PHI-free error)."""
+    _transition(db_session, uuid.UUID(job_id), to="failed", allowed_from=("queued", "running"),
+                finished_at=utcnow(), error=error)
+    db_session.commit()
+
+
+# --- dead letters ------------------------------------------------------------------------
+
+def list_dead_letters(*, db_session: Session, tenant_id: str | None, status: str | None = "open"
+                      ) -> list[DeadLetter]:
+    """Return dead letters (of one tenant, or all for the CLI), newest first."""
+    query = select(DeadLetter)
+    if tenant_id:
+        query = query.where(DeadLetter.tenant_id == uuid.UUID(tenant_id))
+    if status:
+        query = query.where(DeadLetter.status == status)
+    return list(db_session.scalars(query.order_by(DeadLetter.created_at.desc())))
+
+
+def prepare_replay(*, db_session: Session, tenant_id: str | None, dead_letter_id: str
+                   ) -> DeadLetter:
+    """Mark a dead letter replayed and its unit pending again; the caller dispatches the unit."""
+    try:
+        letter = db_session.get(DeadLetter, uuid.UUID(dead_letter_id))
+    except ValueError:
+        letter = None
+    if letter is None or (tenant_id and letter.tenant_id != uuid.UUID(tenant_id)):
+        raise JobProblem(404, "No such dead letter.")
+    if letter.job_id is None or letter.unit is None:
+        raise JobProblem(409, "This dead letter is not of a job unit; it cannot be replayed.",
+                         problem_type="dead-letter-not-replayable")
+    if letter.status != "open":
+        raise JobProblem(409, "This dead letter was already replayed.",
+                         problem_type="dead-letter-replayed")
+    job = db_session.get(Job, letter.job_id)
+    if job.status == "cancelled":
+        raise JobProblem(409, "The job was cancelled.", problem_type="job-finished")
+    row = _unit_row(db_session, str(letter.job_id), letter.unit)
+    row.status, row.attempts, row.error = "pending", 0, None
+    _transition(db_session, job.id, to="running", allowed_from=("failed", "running"),
+                finished_at=None, error=None)
+    letter.status, letter.replayed_at = "replayed", utcnow()
+    db_session.commit()
+    return letter
+
+
+def jobs_awaiting_merge(*, db_session: Session, idle_seconds: int) -> list[tuple[str, str]]:
+    """Return (job id, tenant id) of running jobs with no unit left to run whose last unit
+    finished over ``idle_seconds`` ago: their chord body was lost (a known Redis-backend
+    failure mode), and merging again is safe because merging is idempotent."""
+    cutoff = utcnow() - timedelta(seconds=idle_seconds)
+    unfinished = select(JobUnit.job_id).where(JobUnit.status.in_(("pending", "running")))
+    recent = select(JobUnit.job_id).where(JobUnit.updated_at > cutoff)
+    rows = db_session.execute(select(Job.id, Job.tenant_id).where(
+        Job.status == "running", Job.id.not_in(unfinished), Job.id.not_in(recent))).all()
+    return [(str(job_id), str(tenant_id)) for job_id, tenant_id in rows]

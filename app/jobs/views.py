@@ -1,0 +1,166 @@
+"""``/v1/jobs``: submit, poll, list and cancel jobs; ``/v1/dead-letters``: inspect and replay."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+from flask import g, url_for
+from flask_smorest import Blueprint
+
+from app.auth.principal import current_principal, requires_scopes
+from app.entitlements.service import NotEntitled
+from app.extensions import resources
+from app.jobs import dispatch, service
+from app.jobs.schemas import (
+    DeadLetterSchema,
+    IdempotencyHeaderSchema,
+    JobListQuerySchema,
+    JobPageSchema,
+    JobRequestSchema,
+    JobSchema,
+)
+from app.observability.context import request_id_var
+from app.problems import problem_response
+
+blp = Blueprint("jobs", __name__, url_prefix="/v1",
+                description="Asynchronous jobs over the tenant's hospital systems, and the "
+                            "dead letters of their failed units.")
+
+
+@blp.errorhandler(service.JobProblem)
+def _job_problem(problem: service.JobProblem):
+    headers = {"Retry-After": str(problem.retry_after)} if problem.retry_after else None
+    return problem_response(problem.status, detail=problem.detail, errors=problem.errors,
+                            problem_type=problem.problem_type, headers=headers)
+
+
+@blp.errorhandler(NotEntitled)
+def _not_entitled(error: NotEntitled):
+    return problem_response(403, detail=error.reason, problem_type=error.problem_type)
+
+
+def _shown(job) -> dict:
+    view = service.job_view(db_session=resources().database.session, job=job)
+    view["status_url"] = url_for("jobs.get_job", job_id=view["id"], _external=True)
+    return view
+
+
+def _encode(job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError):
+        raise service.JobProblem(422, "The request has invalid fields; see errors.",
+                                 errors={"query": {"cursor": ["not a cursor from this API"]}}
+                                 ) from None
+
+
+@blp.post("/jobs")
+@blp.arguments(IdempotencyHeaderSchema, location="headers")
+@blp.arguments(JobRequestSchema)
+@blp.response(202, JobSchema, description="Accepted: poll `status_url`. The same "
+              "Idempotency-Key with the same body answers the same job (200).")
+@blp.alt_response(200, schema=JobSchema, description="The job this Idempotency-Key made.")
+@blp.alt_response(409, description="The Idempotency-Key was used with a different body.")
+@blp.alt_response(422, description="Invalid type or params (window over 31 days, unknown "
+                  "units…); `errors` names each field.")
+@blp.alt_response(403, description="Scope jobs:write missing, or the tenant does not own "
+                  "every product the job reads.")
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("jobs:write")
+def submit_job(headers: dict, body: dict):
+    """Submit a job (`administration_counts` or `dose_reconciliation`) over a time window."""
+    g.audit_resource_type = "jobs"
+    principal = current_principal()
+    hub = resources()
+    submission = service.submit_job(
+        db_session=hub.database.session, redis_client=hub.redis, settings=hub.settings,
+        tenant_id=principal.tenant_id, client_pk=None, job_type=body["type"], raw_params=body["params"],
+        idempotency_key=headers["idempotency_key"], request_id=request_id_var.get())
+    if submission.created:
+        dispatch.submit_job_pipeline(job_id=str(submission.job.id),
+                                     tenant_id=principal.tenant_id)
+    shown = _shown(submission.job)
+    return shown, (202 if submission.created else 200), {"Location": shown["status_url"]}
+
+
+@blp.get("/jobs/<string:job_id>")
+@blp.response(200, JobSchema)
+@blp.alt_response(404, description="No such job for this tenant.")
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("jobs:read")
+def get_job(job_id: str):
+    """A job's status, progress (units done / total), timestamps, PHI-free error, and its
+    de-identified result once succeeded."""
+    g.audit_resource_type = "jobs"
+    job = service.get_job(db_session=resources().database.session,
+                          tenant_id=current_principal().tenant_id, job_id=job_id)
+    return _shown(job)
+
+
+@blp.get("/jobs")
+@blp.arguments(JobListQuerySchema, location="query")
+@blp.response(200, JobPageSchema)
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("jobs:read")
+def list_jobs(query: dict):
+    """The tenant's jobs, newest first, by status and type."""
+    g.audit_resource_type = "jobs"
+    jobs, more = service.list_jobs(
+        db_session=resources().database.session, tenant_id=current_principal().tenant_id,
+        status=query.get("status"), job_type=query.get("type"),
+        after=_decode(query["cursor"]) if query.get("cursor") else None,
+        page_size=query["page_size"])
+    return {"items": [_shown(job) for job in jobs],
+            "next_cursor": _encode(jobs[-1]) if more else None}
+
+
+@blp.delete("/jobs/<string:job_id>")
+@blp.response(200, JobSchema, description="The cancelled job.")
+@blp.alt_response(404, description="No such job for this tenant.")
+@blp.alt_response(409, description="The job has already finished.")
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("jobs:write")
+def cancel_job(job_id: str):
+    """Cancel a queued or running job: units not started are revoked."""
+    g.audit_resource_type = "jobs"
+    session = resources().database.session
+    job = service.get_job(db_session=session, tenant_id=current_principal().tenant_id,
+                          job_id=job_id)
+    dispatch.revoke_unit_tasks(service.cancel_job(db_session=session, job=job))
+    return _shown(job)
+
+
+@blp.get("/dead-letters")
+@blp.response(200, DeadLetterSchema(many=True))
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("admin")
+def list_dead_letters():
+    """The tenant's open dead letters: units that exhausted their retries."""
+    g.audit_resource_type = "dead_letters"
+    return service.list_dead_letters(db_session=resources().database.session,
+                                     tenant_id=current_principal().tenant_id)
+
+
+@blp.post("/dead-letters/<string:dead_letter_id>/replay")
+@blp.response(202, DeadLetterSchema)
+@blp.alt_response(404, description="No such dead letter for this tenant.")
+@blp.alt_response(409, description="Already replayed, or its job was cancelled.")
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("admin")
+def replay_dead_letter(dead_letter_id: str):
+    """Run the dead-lettered unit again; the job finishes once its last unit succeeds."""
+    g.audit_resource_type = "dead_letters"
+    letter = service.prepare_replay(db_session=resources().database.session,
+                                    tenant_id=current_principal().tenant_id,
+                                    dead_letter_id=dead_letter_id)
+    dispatch.replay_unit(job_id=str(letter.job_id), tenant_id=str(letter.tenant_id),
+                         unit=letter.unit)
+    return letter

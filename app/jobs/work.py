@@ -1,0 +1,59 @@
+"""The work of one hospital unit within a job: stream the unit's records from the hospital
+systems and reduce them to a small, de-identified partial aggregate.
+
+Raw records (with PHI, from the administration system) exist only inside these functions, one
+page at a time; what leaves is counts and dose totals keyed by unit, medication and hour.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from app.connectors import administration as administration_connector
+from app.connectors import inventory as inventory_connector
+from app.connectors.base import ConnectionTarget
+
+
+def _hour(administered_at: str) -> str:
+    return administered_at[:13] + ":00:00Z"
+
+
+def count_unit_administrations(administration: ConnectionTarget, *, unit: str, since: datetime,
+                               until: datetime, ndc11: str | None, group_by: list[str]) -> dict:
+    """Count the unit's administrations (and total their doses) by the requested groups."""
+    groups: dict[tuple, dict] = {}
+    records = 0
+    for record in administration_connector.iter_administrations(
+            administration, unit=unit, ndc11=ndc11, since=since, until=until):
+        records += 1
+        key = (record["unit"] if "unit" in group_by else None,
+               record["medication"]["ndc11"] if "medication" in group_by else None,
+               _hour(record["administered_at"]) if "hour" in group_by else None,
+               record["dose"]["unit"])
+        group = groups.setdefault(key, {"count": 0, "dose_total": 0.0})
+        group["count"] += 1
+        group["dose_total"] += float(record["dose"]["quantity"])
+    return {"unit": unit, "records": records, "groups": [
+        {"unit": key[0], "medication": key[1], "hour": key[2], "dose_unit": key[3], **values}
+        for key, values in sorted(groups.items(), key=lambda item: str(item[0]))]}
+
+
+def reconcile_unit(inventory: ConnectionTarget, administration: ConnectionTarget, *, unit: str,
+                   since: datetime, until: datetime) -> dict:
+    """Compare containers dispensed to the unit with doses given from them (a diversion
+    signal): matched doses, doses without a dispense record, containers never used."""
+    dispensed = inventory_connector.dispensed_barcodes(inventory, unit=unit, since=since,
+                                                       until=until)
+    used: set[str] = set()
+    matched = without_dispense = 0
+    for record in administration_connector.iter_administrations(
+            administration, unit=unit, ndc11=None, since=since, until=until):
+        barcode = record.get("container_barcode")
+        if barcode and barcode in dispensed:
+            matched += 1
+            used.add(barcode)
+        else:
+            without_dispense += 1
+    return {"unit": unit, "dispensed": len(dispensed), "matched": matched,
+            "administered_without_dispense": without_dispense,
+            "dispensed_never_administered": len(dispensed - used)}

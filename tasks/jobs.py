@@ -1,0 +1,106 @@
+"""Job tasks: plan → chord(one unit task per hospital unit, io queue) → merge (compute queue).
+
+Tasks take ids only (job id, tenant id, unit code) and return small PHI-free dicts: Flower and
+the result backend show both. The work itself is in ``app.jobs.service``.
+"""
+
+from __future__ import annotations
+
+import random
+
+from celery import chord
+from flask import current_app
+
+from app.connectors.resilience import DownstreamError
+from app.jobs import service
+from tasks.celery_app import celery_app
+
+# A job whose units all finished this long ago but which is still running lost its merge.
+RECONCILE_IDLE_SECONDS = 60
+
+
+def _hub():
+    return current_app.extensions["hub"]
+
+
+@celery_app.task(name="hub.compute.plan_job", bind=True)
+def plan_job(self, job_id: str, tenant_id: str) -> dict:
+    """Start the job and fan its units out as a chord whose body merges the partials."""
+    hub = _hub()
+    units = service.start_job(db_session=hub.database.session, job_id=job_id)
+    if not units:
+        return {"job_id": job_id, "units": 0}
+    header = [run_job_unit.si(job_id, tenant_id, unit) for unit in units]
+    task_ids = {unit: signature.freeze().id for unit, signature in zip(units, header,
+                                                                         strict=True)}
+    service.record_unit_tasks(db_session=hub.database.session, job_id=job_id, task_ids=task_ids)
+    body = merge_job_results.si(job_id, tenant_id)
+    # One errback on the body: it runs once if the chord breaks, never once per unit.
+    body.on_error(mark_job_failed.si(job_id, tenant_id))
+    chord(header)(body)
+    return {"job_id": job_id, "units": len(units)}
+
+
+@celery_app.task(name="hub.io.run_job_unit", bind=True)
+def run_job_unit(self, job_id: str, tenant_id: str, unit: str) -> dict:
+    """Compute one unit's partial; retry downstream failures with backoff, then dead-letter."""
+    hub = _hub()
+    settings = hub.settings
+    session = hub.database.session
+    verdict = service.begin_unit(db_session=session, job_id=job_id, unit=unit,
+                                 max_deliveries=settings.hub_unit_max_deliveries)
+    if verdict == "skip":
+        return {"job_id": job_id, "unit": unit, "status": "skipped"}
+    if verdict == "exhausted":
+        service.dead_letter_unit(db_session=session, job_id=job_id, unit=unit,
+                                 task_name=self.name, attempts=settings.hub_unit_max_deliveries,
+                                 error="delivered too many times (worker lost repeatedly)")
+        return {"job_id": job_id, "unit": unit, "status": "failed"}
+    try:
+        partial = service.compute_unit(db_session=session, settings=settings, job_id=job_id,
+                                       unit=unit)
+    except DownstreamError as failure:
+        session.rollback()
+        if self.request.retries < settings.hub_unit_task_retries:
+            # Exponential backoff with jitter (about 1, 2, 4 … seconds, spread out), and never
+            # before an open breaker lets a trial call through: a retry into an open breaker
+            # would only spend an attempt.
+            countdown = max(_backoff(self.request.retries),
+                            getattr(failure, "retry_after", None) or 0)
+            raise self.retry(countdown=countdown, exc=failure) from None
+        service.dead_letter_unit(db_session=session, job_id=job_id, unit=unit,
+                                 task_name=self.name, attempts=self.request.retries + 1,
+                                 error=f"{type(failure).__name__}: {failure}")
+        return {"job_id": job_id, "unit": unit, "status": "failed"}
+    service.finish_unit(db_session=session, job_id=job_id, unit=unit, partial=partial)
+    return {"job_id": job_id, "unit": unit, "status": "done"}
+
+
+def _backoff(retries: int) -> float:
+    return random.uniform(0.5, 1.0) * (2 ** retries)
+
+
+@celery_app.task(name="hub.compute.merge_job_results")
+def merge_job_results(job_id: str, tenant_id: str) -> dict:
+    """Merge the units' partials into the checked, de-identified result."""
+    hub = _hub()
+    status = service.merge_job(db_session=hub.database.session, settings=hub.settings,
+                               job_id=job_id)
+    return {"job_id": job_id, "status": status}
+
+
+@celery_app.task(name="hub.compute.mark_job_failed")
+def mark_job_failed(job_id: str, tenant_id: str) -> dict:
+    """Errback of the merge: the chord broke unexpectedly."""
+    service.fail_job(db_session=_hub().database.session, job_id=job_id,
+                     error="the job's pipeline failed unexpectedly; see the worker logs")
+    return {"job_id": job_id, "status": "failed"}
+
+
+@celery_app.task(name="hub.maintenance.reconcile_jobs", ignore_result=True)
+def reconcile_jobs() -> None:
+    """Merge running jobs whose units are all finished but whose merge never ran."""
+    hub = _hub()
+    for job_id, tenant_id in service.jobs_awaiting_merge(db_session=hub.database.session,
+                                                          idle_seconds=RECONCILE_IDLE_SECONDS):
+        merge_job_results.delay(job_id, tenant_id)
