@@ -218,3 +218,43 @@ def test_cancel_stops_a_running_job(api, tokens, truth, demo_administration):
     assert job["status"] == "cancelled" and job["result"] is None
     again = api.delete(f"/v1/jobs/{job_id}", headers=tokens.headers(OPERATOR))
     assert again.status_code == 409
+
+
+def test_an_expired_idempotency_key_may_be_used_again(api, tokens, truth, hub_app):
+    from sqlalchemy import update
+
+    from app.database import utcnow
+    from app.jobs.models import Job
+
+    key = _key("expiring")
+    first = submit(api, tokens, {"type": "administration_counts",
+                                 "params": {"window": full_window(truth)}}, key=key).json["id"]
+    with hub_app.app_context():
+        session = hub_app.extensions["hub"].database.session
+        session.execute(update(Job).where(Job.idempotency_key == key).values(
+            expires_at=utcnow() - timedelta(minutes=1)))
+        session.commit()
+
+    again = submit(api, tokens, {"type": "dose_reconciliation",
+                                 "params": {"window": full_window(truth)}}, key=key)
+
+    assert again.status_code == 202 and again.json["id"] != first
+
+
+def test_job_list_pages_newest_first_and_filters_by_type(api, tokens, truth):
+    for _ in range(3):
+        submit(api, tokens, {"type": "administration_counts",
+                             "params": {"window": full_window(truth), "units": ["ED-1"]}})
+    seen, url = [], "/v1/jobs?page_size=2&type=administration_counts"
+    while url:
+        page = api.get(url, headers=tokens.headers(OPERATOR)).json
+        seen += page["items"]
+        url = (f"/v1/jobs?page_size=2&type=administration_counts&cursor={page['next_cursor']}"
+               if page["next_cursor"] else None)
+
+    assert len(seen) >= 3 and len({job["id"] for job in seen}) == len(seen)
+    assert {job["type"] for job in seen} == {"administration_counts"}
+    created = [job["created_at"] for job in seen]
+    assert created == sorted(created, reverse=True)
+    bad = api.get("/v1/jobs?cursor=garbage", headers=tokens.headers(OPERATOR))
+    assert bad.status_code == 422

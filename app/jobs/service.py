@@ -117,6 +117,12 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
     tenant_uuid = uuid.UUID(tenant_id)
     request_hash = _request_hash(job_type, raw_params)
     existing = _existing(db_session, tenant_uuid, idempotency_key)
+    if existing is not None and existing.expires_at is not None \
+            and to_utc(existing.expires_at) <= utcnow():
+        # The key's retention has passed: it no longer names that job and may be used again.
+        existing.idempotency_key = None
+        db_session.flush()
+        existing = None
     if existing is not None:
         if existing.request_hash != request_hash:
             raise JobProblem(409, "This Idempotency-Key was used with a different request.",
