@@ -22,6 +22,30 @@ PROBLEM_TYPE_BASE = "https://hub.example/problems/"
 logger = logging.getLogger(__name__)
 
 
+class Problem(Exception):
+    """An error a service raises when a request cannot be served: the HTTP status, a PHI-free
+    detail, and optionally a problem type, field errors and a Retry-After. Views need no
+    handler of their own: every Problem becomes a problem+json answer."""
+
+    status = 400
+    problem_type: str | None = None
+
+    def __init__(self, detail: str, *, status: int | None = None,
+                 problem_type: str | None = None, errors: dict | None = None,
+                 retry_after: int | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status or self.status
+        self.problem_type = problem_type or self.problem_type
+        self.errors = errors
+        self.retry_after = retry_after
+
+    def response(self) -> Response:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after else None
+        return problem_response(self.status, detail=self.detail, errors=self.errors,
+                                problem_type=self.problem_type, headers=headers)
+
+
 def problem_response(status: int, *, detail: str | None = None, title: str | None = None,
                      problem_type: str | None = None, errors: Any = None,
                      headers: dict[str, str] | None = None, **extensions: Any) -> Response:
@@ -70,6 +94,10 @@ def register_problem_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
         return problem_from_http_exception(error)
+
+    @app.errorhandler(Problem)
+    def _problem(problem: Problem):
+        return problem.response()
 
     @app.errorhandler(Exception)
     def _unexpected_error(error: Exception):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.problems import Problem
 from app.tenants.models import Entitlement, Product
 
 
@@ -37,13 +38,10 @@ ENTITLEMENT_MEMORY_SECONDS = 10.0
 _remembered: dict[tuple[str, str], tuple[float, bool]] = {}
 
 
-class NotEntitled(Exception):
-    """The caller may not read this resource; ``reason`` is safe to show."""
+class NotEntitled(Problem):
+    """The caller may not read this resource (403, before any downstream call)."""
 
-    def __init__(self, reason: str, problem_type: str):
-        super().__init__(reason)
-        self.reason = reason
-        self.problem_type = problem_type
+    status = 403
 
 
 def tenant_owns_product(*, db_session: Session, tenant_id: str, product: str) -> bool:
@@ -70,8 +68,9 @@ def authorize_read(*, db_session: Session, tenant_id: str, scopes: frozenset[str
     """Return how to reach ``resource_type`` if the caller may read it; raise ``NotEntitled``."""
     access = RESOURCES[resource_type]
     if access.scope not in scopes:
-        raise NotEntitled(f"This lookup needs the scope {access.scope}.", "insufficient-scope")
+        raise NotEntitled(f"This lookup needs the scope {access.scope}.",
+                          problem_type="insufficient-scope")
     if not tenant_owns_product(db_session=db_session, tenant_id=tenant_id, product=access.product):
         raise NotEntitled(f"This tenant is not entitled to the {access.product} product.",
-                          "not-entitled")
+                          problem_type="not-entitled")
     return access

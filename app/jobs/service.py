@@ -32,6 +32,7 @@ from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.jobs.results import MERGERS, assert_phi_free
 from app.jobs.schemas import PARAMS_SCHEMAS
 from app.jobs.work import count_unit_administrations, reconcile_unit
+from app.problems import Problem
 from app.settings import Settings
 from app.tenants.models import Tenant
 
@@ -43,14 +44,11 @@ JOB_PRODUCTS = {"administration_counts": ("administration",),
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
-class JobProblem(Exception):
-    """A job request cannot be served: HTTP status, PHI-free detail, optional field errors."""
+class JobProblem(Problem):
+    """A job request cannot be served (status first, as HTTP speaks of it)."""
 
-    def __init__(self, status: int, detail: str, *, errors: dict | None = None,
-                 problem_type: str | None = None, retry_after: int | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.errors = status, detail, errors
-        self.problem_type, self.retry_after = problem_type, retry_after
+    def __init__(self, status: int, detail: str, **details):
+        super().__init__(detail, status=status, **details)
 
 
 @dataclass(frozen=True)
@@ -137,7 +135,7 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
     for product in JOB_PRODUCTS[job_type]:
         if not tenant_owns_product(db_session=db_session, tenant_id=tenant_id, product=product):
             raise NotEntitled(f"This tenant is not entitled to the {product} product.",
-                              "not-entitled")
+                              problem_type="not-entitled")
 
     tenant = _tenant(db_session, tenant_uuid)
     try:

@@ -10,7 +10,6 @@ from flask import g, url_for
 from flask_smorest import Blueprint
 
 from app.auth.principal import current_principal, requires_scopes
-from app.entitlements.service import NotEntitled
 from app.extensions import resources
 from app.jobs import dispatch, service
 from app.jobs.schemas import (
@@ -22,23 +21,10 @@ from app.jobs.schemas import (
     JobSchema,
 )
 from app.observability.context import request_id_var
-from app.problems import problem_response
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1",
                 description="Asynchronous jobs over the tenant's hospital systems, and the "
                             "dead letters of their failed units.")
-
-
-@blp.errorhandler(service.JobProblem)
-def _job_problem(problem: service.JobProblem):
-    headers = {"Retry-After": str(problem.retry_after)} if problem.retry_after else None
-    return problem_response(problem.status, detail=problem.detail, errors=problem.errors,
-                            problem_type=problem.problem_type, headers=headers)
-
-
-@blp.errorhandler(NotEntitled)
-def _not_entitled(error: NotEntitled):
-    return problem_response(403, detail=error.reason, problem_type=error.problem_type)
 
 
 def _shown(job) -> dict:

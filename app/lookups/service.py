@@ -26,19 +26,15 @@ from app.lookups.cursors import InvalidCursor, decode_cursor, encode_cursor
 from app.observability import metrics
 from app.phi.policy import RecordShapeError, minimize, minimize_many, require_policy
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
+from app.problems import Problem
 from app.settings import parse_cache_ttls
 
 
-class LookupFailed(Exception):
-    """A lookup cannot be answered; ``status`` and ``detail`` are safe to return."""
+class LookupFailed(Problem):
+    """A lookup cannot be answered (status first, as HTTP speaks of it)."""
 
-    def __init__(self, status: int, detail: str, *, problem_type: str | None = None,
-                 retry_after: int | None = None):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.problem_type = problem_type
-        self.retry_after = retry_after
+    def __init__(self, status: int, detail: str, **details):
+        super().__init__(detail, status=status, **details)
 
 
 @dataclass(frozen=True)

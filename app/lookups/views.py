@@ -10,7 +10,6 @@ from flask import g, jsonify, request, url_for
 from flask_smorest import Blueprint
 
 from app.auth.principal import current_principal
-from app.entitlements.service import NotEntitled
 from app.extensions import resources
 from app.lookups import fhir, service
 from app.lookups.cursors import InvalidCursor
@@ -41,11 +40,6 @@ def _document_errors(view):
     return blp.doc(security=[{"bearer": []}])(view)
 
 
-@blp.errorhandler(NotEntitled)
-def _not_entitled(error: NotEntitled):
-    return problem_response(403, detail=error.reason, problem_type=error.problem_type)
-
-
 @blp.errorhandler(PolicyMissing)
 def _no_policy(_error: PolicyMissing):
     return problem_response(403, detail="No PHI policy lets this client read this resource.",
@@ -56,13 +50,6 @@ def _no_policy(_error: PolicyMissing):
 def _bad_cursor(error: InvalidCursor):
     return problem_response(422, detail="The request has invalid fields; see errors.",
                             errors={"query": {"cursor": [str(error)]}})
-
-
-@blp.errorhandler(service.LookupFailed)
-def _lookup_failed(error: service.LookupFailed):
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
-    return problem_response(error.status, detail=error.detail, problem_type=error.problem_type,
-                            headers=headers)
 
 
 def _wants_fhir() -> bool:
