@@ -1,0 +1,102 @@
+"""Connectors: native records to canonical, invalid records skipped and counted without values."""
+
+import logging
+
+import pytest
+
+from app.canonical.schemas import AdministrationSchema, ContainerSchema
+from app.connectors import administration, inventory
+from app.connectors.base import ConnectionTarget, map_records
+from app.observability import metrics
+
+
+def target(unit_codes=None, timezone="America/New_York") -> ConnectionTarget:
+    return ConnectionTarget(tenant="north-general", product="administration",
+                            base_url="http://unused", credential="unused", timezone=timezone,
+                            options={"unit_codes": unit_codes or {}}, breaker=None, policy=None)
+
+
+def native_administration(**overrides) -> dict:
+    record = {
+        "admin_id": "NGH-A000000001", "ward": "ICU3",
+        "patient": {"full_name": "Jane Canary", "mrn": "MRN00012345", "birth_date": "1950-02-03"},
+        "med": {"ndc11": "00409488802", "description": "Morphine sulfate"},
+        "dose": {"qty": 2, "uom": "mg"}, "route": "IV", "given_at": "2026-11-18T13:15:00Z",
+        "nurse_id": "RN12345", "note": "Jane Canary tolerated the dose well.",
+        "container_barcode": "NGH000001",
+    }
+    record.update(overrides)
+    return record
+
+
+def native_container(**overrides) -> dict:
+    record = {"containerId": "NGH-C00000001", "barcode": "NGH000001",
+              "drug": {"ndc": "0409-4888-02", "name": "Morphine sulfate", "strength": "2 mg/mL"},
+              "lotNumber": "L1", "expiresOn": "2027-06-30",
+              "location": {"facility": "NGH", "unit": "ICU-3", "cabinet": "ICU-3-CAB1"},
+              "status": "stocked"}
+    record.update(overrides)
+    return record
+
+
+def _skipped(resource: str) -> float:
+    return metrics.INVALID_RECORDS.labels(system="test", resource=resource)._value.get()
+
+
+def test_native_administration_becomes_canonical():
+    [record] = map_records([native_administration()],
+                           lambda item: administration._administration(target(), item),
+                           AdministrationSchema(), system="test", resource="administration")
+
+    assert record["unit"] == "ICU-3"
+    assert record["administered_at"] == "2026-11-18T13:15:00Z"
+    assert record["patient"] == {"mrn": "MRN00012345", "name": "Jane Canary",
+                                 "birth_date": "1950-02-03"}
+
+
+def test_native_container_becomes_canonical_with_ndc11():
+    [record] = map_records([native_container()],
+                           lambda item: inventory._container(target(), item),
+                           ContainerSchema(), system="test", resource="container")
+
+    assert record["medication"]["ndc11"] == "00409488802"
+    assert record["location"]["unit"] == "ICU-3"
+
+
+@pytest.mark.parametrize("broken", [
+    {"med": {"ndc11": "not-an-ndc", "description": "x"}},
+    {"given_at": "yesterday"},
+    {"ward": "ICU#3"},
+    {"patient": {"full_name": "Jane Canary"}},
+])
+def test_invalid_records_are_skipped_counted_and_logged_without_values(broken, caplog):
+    before = _skipped("administration")
+    caplog.set_level(logging.WARNING)
+
+    records = map_records([native_administration(**broken), native_administration()],
+                          lambda item: administration._administration(target(), item),
+                          AdministrationSchema(), system="test", resource="administration")
+
+    assert len(records) == 1
+    assert _skipped("administration") == before + 1
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "skipped invalid administration record" in logged
+    assert "Jane Canary" not in logged and "MRN00012345" not in logged
+
+
+def test_unit_code_maps_translate_both_ways():
+    mapped = target(unit_codes={"4WEST": "MEDSURG-4"})
+
+    assert administration._native_ward(mapped, "MEDSURG-4") == "4WEST"
+    assert administration._native_ward(mapped, "ICU-3") == "ICU3"
+    assert administration._administration(mapped, native_administration(ward="4WEST"))[
+        "unit"] == "MEDSURG-4"
+
+
+@pytest.mark.parametrize("ndc11, spellings", [
+    ("00409488802", ["0409-4888-02", "00409-4888-2"]),
+    ("12345067890", ["12345-678-90"]),
+    ("12345678910", []),  # no padding zero anywhere: not an NDC-10 this system can hold
+])
+def test_inventory_asks_for_every_ndc10_spelling_an_ndc11_may_have(ndc11, spellings):
+    assert inventory.ndc10_candidates(ndc11) == spellings
