@@ -4,6 +4,7 @@ Read ../docs/celery.md before changing a value here: several settings exist only
 known Celery or Redis trap, and the comment on each says which.
 """
 
+from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from app.settings import load_settings
@@ -102,5 +103,12 @@ beat_schedule = {
         "task": "hub.maintenance.reconcile_jobs",
         "schedule": 60.0,
         "options": {"expires": 60},
+    },
+    # Nightly retention purge, on a crontab (an interval would restart its countdown whenever
+    # beat restarts); a missed night expires rather than piling up.
+    "purge-expired-data": {
+        "task": "hub.maintenance.purge_expired_data",
+        "schedule": crontab(hour=3, minute=15),
+        "options": {"expires": 3600},
     },
 }

@@ -87,6 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
             "kept.", "int"),
     Setting("HUB_IDEMPOTENCY_RETENTION_HOURS", 24, "Hours an `Idempotency-Key` keeps "
             "answering with the same job.", "int"),
+    Setting("HUB_AUDIT_RETENTION_DAYS", 2192, "Days audit events are kept (default 6 years) "
+            "before the nightly purge removes them.", "int"),
     Setting("HUB_UNIT_TASK_RETRIES", 3, "Retries (with exponential backoff) of a job's unit "
             "task on a downstream failure before it lands in the dead-letter store.", "int"),
     Setting("HUB_UNIT_MAX_DELIVERIES", 5, "Deliveries of one unit task (redeliveries after a "
@@ -149,6 +151,7 @@ class Settings:
     hub_rate_limit: str
     hub_job_result_retention_hours: int
     hub_idempotency_retention_hours: int
+    hub_audit_retention_days: int
     hub_unit_task_retries: int
     hub_unit_max_deliveries: int
     hub_token_rate_limit: str

@@ -41,7 +41,7 @@ class HubTask(Task):
 
 celery_app = Celery("hub", task_cls=HubTask)
 celery_app.config_from_object("celeryconfig")
-celery_app.conf.imports = ("tasks.smoke", "tasks.audit", "tasks.jobs")
+celery_app.conf.imports = ("tasks.smoke", "tasks.audit", "tasks.jobs", "tasks.maintenance")
 
 
 @setup_logging.connect

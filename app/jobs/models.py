@@ -85,7 +85,8 @@ class JobUnit(Base):
     unit: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    partial: Mapped[dict | None] = mapped_column(JSON)
+    # none_as_null: "no partial" is SQL NULL, not the JSON text null, so it can be queried.
+    partial: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
     task_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -358,6 +358,13 @@ def merge_job(*, db_session: Session, settings: Settings, job_id: str) -> str:
         return job.status
     if any(unit.status != "done" for unit in units):
         return job.status  # cancelled units: the cancel decided the job's outcome
+    if any(unit.partial is None for unit in units):
+        _transition(db_session, job.id, to="failed", allowed_from=("queued", "running"),
+                    finished_at=now, error="the job's working data has passed its retention; "
+                                           "submit the job again")
+        db_session.commit()
+        db_session.refresh(job)
+        return job.status
     result = MERGERS[job.type]((unit.partial for unit in units), params=job.params)
     result["window"] = job.params["window"]
     assert_phi_free(result)

@@ -1,0 +1,1 @@
+"""Housekeeping of the hub's own data: purges by retention."""
