@@ -49,7 +49,8 @@ def test_callers_request_id_is_echoed(api):
     assert response.headers["X-Request-ID"] == "ward-3.trace-42"
 
 
-@pytest.mark.parametrize("unsafe", ["has spaces", "x" * 65, "Jane Doe;forged=1", ""])
+@pytest.mark.parametrize("unsafe", ["has spaces", "x" * 65, "Jane Doe;forged=1", "",
+                                    "MRN00012345"])
 def test_malformed_request_id_is_replaced(api, unsafe):
     response = api.get("/healthz", headers={"X-Request-ID": unsafe})
 

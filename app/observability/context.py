@@ -21,7 +21,13 @@ def new_request_id() -> str:
 
 
 def accept_request_id(candidate: str | None) -> str:
-    """Return ``candidate`` when it is a well-formed request id, otherwise a fresh one."""
-    if candidate and _REQUEST_ID.match(candidate):
+    """Return ``candidate`` when it is a well-formed request id, otherwise a fresh one.
+
+    An id shaped like a patient identifier (an MRN, say) is replaced too: request ids are
+    stored in audit rows and logs as they are.
+    """
+    from app.observability.logs import scrub  # logs imports this module
+
+    if candidate and _REQUEST_ID.match(candidate) and scrub(candidate) == candidate:
         return candidate
     return new_request_id()
