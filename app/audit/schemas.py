@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from app.audit.records import OUTCOMES
 from app.canonical.fields import UtcDateTimeField
+from app.paging import InvalidCursor, decode_cursor, encode_cursor
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
@@ -20,19 +17,15 @@ class AuditCursorField(fields.Field):
     values), as URL-safe base64 of a small JSON object."""
 
     def _serialize(self, value, attr, obj, **kwargs) -> str | None:
-        if value is None:
-            return None
-        raw = json.dumps({"before": value}, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return None if value is None else encode_cursor({"before": value})
 
     def _deserialize(self, value, attr, data, **kwargs) -> int:
         if not isinstance(value, str):
             raise ValidationError("not a cursor from this API")
         try:
-            position = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        except (binascii.Error, ValueError):
-            raise ValidationError("not a cursor from this API") from None
-        before = position.get("before") if isinstance(position, dict) else None
+            before = decode_cursor(value, expected_keys={"before"})["before"]
+        except InvalidCursor as invalid:
+            raise ValidationError(str(invalid)) from None
         if not isinstance(before, int) or isinstance(before, bool) or before < 1:
             raise ValidationError("not a cursor from this API")
         return before

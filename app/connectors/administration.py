@@ -22,10 +22,8 @@ _schema = AdministrationSchema()
 
 
 def _native_ward(target: ConnectionTarget, unit: str) -> str:
-    for native, canonical in target.unit_codes.items():
-        if canonical_unit(canonical) == unit:
-            return native
-    return unit.replace("-", "")  # this system drops the dash: ICU-3 → ICU3
+    # Without a mapping, this system drops the dash: ICU-3 → ICU3.
+    return target.mapped_native_unit(unit) or unit.replace("-", "")
 
 
 def _administration(target: ConnectionTarget, native: dict) -> dict:

@@ -12,7 +12,7 @@ from marshmallow import Schema, ValidationError
 
 from app.canonical.ndc import InvalidNdc
 from app.canonical.times import InvalidTimestamp
-from app.canonical.units import InvalidUnitCode
+from app.canonical.units import InvalidUnitCode, canonical_unit
 from app.connectors.resilience import CallPolicy
 from app.observability import metrics
 
@@ -39,6 +39,13 @@ class ConnectionTarget:
     def unit_codes(self) -> dict[str, str]:
         """This tenant's native → canonical unit code map for this system."""
         return self.options.get("unit_codes") or {}
+
+    def mapped_native_unit(self, unit: str) -> str | None:
+        """The native code this tenant's code map gives for canonical ``unit``, if any."""
+        for native, canonical in self.unit_codes.items():
+            if canonical_unit(canonical) == unit:
+                return native
+        return None
 
 
 def checked(record: dict, schema: Schema) -> dict:

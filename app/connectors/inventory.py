@@ -30,10 +30,8 @@ def _get(target: ConnectionTarget, path: str, params: dict | None = None) -> dic
 
 
 def _native_unit(target: ConnectionTarget, unit: str) -> str:
-    for native, canonical in target.unit_codes.items():
-        if canonical_unit(canonical) == unit:
-            return native
-    return unit  # this system writes units the canonical way (ICU-3)
+    # Without a mapping, this system writes units the canonical way (ICU-3).
+    return target.mapped_native_unit(unit) or unit
 
 
 def _location_code(target: ConnectionTarget, place: dict | None) -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
 
 from flask import g, url_for
@@ -21,6 +19,7 @@ from app.jobs.schemas import (
     JobSchema,
 )
 from app.observability.context import request_id_var
+from app.paging import InvalidCursor, decode_cursor, encode_cursor
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1",
                 description="Asynchronous jobs over the tenant's hospital systems, and the "
@@ -34,15 +33,14 @@ def _shown(job) -> dict:
 
 
 def _encode(job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor({"created": job.created_at.isoformat(), "job": str(job.id)})
 
 
 def _decode(cursor: str) -> tuple[datetime, str]:
     try:
-        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(job_id)
-    except (ValueError, TypeError):
+        position = decode_cursor(cursor, expected_keys={"created", "job"})
+        return datetime.fromisoformat(position["created"]), str(position["job"])
+    except (InvalidCursor, ValueError, TypeError):
         raise service.JobProblem(422, "The request has invalid fields; see errors.",
                                  errors={"query": {"cursor": ["not a cursor from this API"]}}
                                  ) from None

@@ -22,8 +22,8 @@ from app.connectors.resilience import (
 from app.connectors.routing import NotConnected, connection_target
 from app.entitlements.service import authorize_read
 from app.extensions import HubResources
-from app.lookups.cursors import InvalidCursor, decode_cursor, encode_cursor
 from app.observability import metrics
+from app.paging import InvalidCursor, decode_cursor, encode_cursor
 from app.phi.policy import RecordShapeError, minimize, minimize_many, require_policy
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.problems import Problem

@@ -12,7 +12,6 @@ from flask_smorest import Blueprint
 from app.auth.principal import current_principal
 from app.extensions import resources
 from app.lookups import fhir, service
-from app.lookups.cursors import InvalidCursor
 from app.lookups.schemas import (
     AdministrationPageSchema,
     AdministrationQuerySchema,
@@ -20,6 +19,7 @@ from app.lookups.schemas import (
     InventoryPageSchema,
     InventoryQuerySchema,
 )
+from app.paging import InvalidCursor
 from app.phi.policy import PolicyMissing
 from app.problems import problem_response
 

@@ -1,4 +1,4 @@
-"""Opaque paging cursors of the hub's lookups (URL-safe base64 of a small JSON object).
+"""Opaque paging cursors of every list endpoint (URL-safe base64 of a small JSON object).
 
 A cursor carries only paging positions (a downstream cursor, an offset), never filter values,
 so it cannot carry PHI; the filters are sent again with every page.
