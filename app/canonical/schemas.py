@@ -87,3 +87,12 @@ class ContainerOriginSchema(ContainerSchema):
     """A container with its movement chain, oldest first: where it came from, and when."""
 
     movements = fields.List(fields.Nested(MovementSchema), required=True)
+
+
+class LocationCatalogueEntrySchema(CanonicalSchema):
+    """One place of a site's location catalogue: its pharmacy, a unit, or a unit's cabinet."""
+
+    code = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    kind = fields.String(required=True, validate=validate.OneOf(["pharmacy", "unit", "cabinet"]))
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    parent = fields.String(load_default=None, allow_none=True, validate=UNIT_CODE)

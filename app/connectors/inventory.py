@@ -6,10 +6,16 @@ an offset, offset/limit paging, ``X-Api-Key`` authentication.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from datetime import datetime
 
 from app.canonical.ndc import normalize_ndc
-from app.canonical.schemas import ContainerOriginSchema, ContainerSchema, MovementSchema
+from app.canonical.schemas import (
+    ContainerOriginSchema,
+    ContainerSchema,
+    LocationCatalogueEntrySchema,
+    MovementSchema,
+)
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
 from app.connectors.base import ConnectionTarget, checked, map_records
@@ -21,6 +27,7 @@ _MOVEMENT_TYPES = {"receive": "received", "stock": "stocked", "dispense": "dispe
 _container_schema = ContainerSchema()
 _origin_schema = ContainerOriginSchema()
 _movement_schema = MovementSchema()
+_catalogue_entry_schema = LocationCatalogueEntrySchema()
 
 
 def _get(target: ConnectionTarget, path: str, params: dict | None = None) -> dict:
@@ -66,6 +73,15 @@ def _movement(target: ConnectionTarget, native: dict) -> dict:
         "to_location": _location_code(target, native["to"]),
         "at": format_utc(to_utc(native["at"], target.timezone)),
     }
+
+
+def _catalogue_entry(target: ConnectionTarget, native: tuple[str, dict, str | None]) -> dict:
+    kind, place, native_parent = native
+    if kind == "cabinet":
+        return {"code": place["code"], "kind": kind, "name": place.get("name"),
+                "parent": canonical_unit(native_parent, target.unit_codes)}
+    return {"code": canonical_unit(place["code"], target.unit_codes), "kind": kind,
+            "name": place.get("name"), "parent": None}
 
 
 def ndc10_candidates(ndc11: str) -> list[str]:
@@ -148,3 +164,74 @@ def unit_codes(target: ConnectionTarget) -> list[str]:
     catalogue = _get(target, "/locations")
     return sorted(canonical_unit(unit["code"], target.unit_codes)
                   for unit in catalogue.get("units", []))
+
+
+def location_catalogue(target: ConnectionTarget) -> list[dict]:
+    """Return the site's places (canonical): its pharmacy, its units, and each unit's cabinets
+    with the unit as their parent. A place that cannot be mapped is skipped, and so are the
+    cabinets of a unit whose code cannot be read."""
+    catalogue = _get(target, "/locations")
+    places: list[tuple[str, dict, str | None]] = []
+    if catalogue.get("pharmacy"):
+        places.append(("pharmacy", catalogue["pharmacy"], None))
+    for unit in catalogue.get("units", []):
+        places.append(("unit", unit, None))
+        places += [("cabinet", cabinet, unit.get("code")) for cabinet in unit.get("cabinets", [])]
+    return map_records(places, lambda place: _catalogue_entry(target, place),
+                       _catalogue_entry_schema, system=SYSTEM, resource="location")
+
+
+def iter_container_pages(target: ConnectionTarget) -> Generator[list[dict], None, int]:
+    """Yield every container of the site, whatever its status, one page of canonical records
+    at a time (bounded memory: one native page); return how many records were skipped as
+    unmappable, for a caller that reports it (``yield from``, or ``StopIteration.value``)."""
+    offset = skipped = 0
+    while True:
+        answer = _get(target, "/containers", {"offset": offset, "limit": NATIVE_PAGE_LIMIT})
+        items = answer.get("items", [])
+        page = map_records(items, lambda item: _container(target, item), _container_schema,
+                           system=SYSTEM, resource="container")
+        skipped += len(items) - len(page)
+        if page:
+            yield page
+        offset += len(items)
+        if not items or offset >= answer.get("total", 0):
+            return skipped
+
+
+def _container_movement(target: ConnectionTarget, native: dict) -> dict:
+    container_id = native["containerId"]
+    if not isinstance(container_id, str) or not container_id:
+        raise TypeError("a movement names its container")
+    return _movement(target, native)
+
+
+def _movements_with_containers(target: ConnectionTarget, items: list) -> list[tuple[str, dict]]:
+    pairs = []
+    for native in items:
+        mapped = map_records([native], lambda item: _container_movement(target, item),
+                             _movement_schema, system=SYSTEM, resource="movement")
+        if mapped:
+            pairs.append((native["containerId"], mapped[0]))
+    return pairs
+
+
+def iter_movement_pages(target: ConnectionTarget, since: datetime | None
+                        ) -> Generator[list[tuple[str, dict]], None, int]:
+    """Yield the site's movements at or after ``since`` (all of them when None) in time order,
+    one page of (container id, canonical movement) pairs at a time; return how many records
+    were skipped as unmappable, as ``iter_container_pages`` does."""
+    offset = skipped = 0
+    while True:
+        params = {"offset": offset, "limit": NATIVE_PAGE_LIMIT}
+        if since is not None:
+            params["since"] = format_utc(since)
+        answer = _get(target, "/movements", params)
+        items = answer.get("items", [])
+        page = _movements_with_containers(target, items)
+        skipped += len(items) - len(page)
+        if page:
+            yield page
+        offset += len(items)
+        if not items or offset >= answer.get("total", 0):
+            return skipped

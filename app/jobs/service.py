@@ -34,6 +34,7 @@ from app.jobs.schemas import PARAMS_SCHEMAS
 from app.jobs.work import count_unit_administrations, reconcile_unit
 from app.problems import Problem
 from app.settings import Settings
+from app.snapshots.service import snapshot_units
 from app.tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,11 @@ def known_units(*, db_session: Session, redis_client, settings: Settings, tenant
     except DownstreamError:
         if cached:
             return cached.payload["units"]
+        # System A's catalogue is also kept in the hub's inventory snapshot (app.snapshots).
+        kept = snapshot_units(db_session=db_session, tenant_id=tenant.id) \
+            if product == "inventory" else None
+        if kept:
+            return kept
         raise
     cache.write(redis_client, key, {"units": units}, fresh_seconds=UNIT_CATALOGUE_SECONDS,
                 stale_seconds=settings.hub_cache_stale_seconds)

@@ -1,9 +1,12 @@
 """Synchronous lookups, each through the request lifecycle in order: entitlement → cache →
 routing to the tenant's system (timeouts, retries, breaker) → normalization (the connector) →
-PHI minimization → cache. Audit happens around every request (app.audit)."""
+PHI minimization → cache. When the system is unavailable: the stale cache entry, else the hub's
+own snapshot of the system where it keeps one (app.snapshots), else 503. Audit happens around
+every request (app.audit)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +31,7 @@ from app.phi.policy import RecordShapeError, minimize, minimize_many, require_po
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.problems import Problem
 from app.settings import parse_cache_ttls
+from app.snapshots import service as snapshots
 
 
 class LookupFailed(Problem):
@@ -39,11 +43,17 @@ class LookupFailed(Problem):
 
 @dataclass(frozen=True)
 class LookupAnswer:
-    """A minimized answer and where it came from: HIT, MISS or STALE."""
+    """A minimized answer and where it came from: HIT, MISS, STALE, or SNAPSHOT (with the time
+    the snapshot was taken)."""
 
     payload: dict
     cache_status: str
     target_system: str
+    synced_at: datetime | None = None
+
+
+Snapshot = Callable[[], tuple[dict, datetime] | None]
+"""Reads the canonical answer and its snapshot time from the hub's snapshot, or None."""
 
 
 def _pseudonymizer(hub: HubResources, principal: Principal) -> Pseudonymizer:
@@ -53,7 +63,8 @@ def _pseudonymizer(hub: HubResources, principal: Principal) -> Pseudonymizer:
 
 def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, policy_resource: str,
             params: dict, fetch: Callable[[ConnectionTarget], dict],
-            minimize_payload: Callable[[dict, Pseudonymizer], dict]) -> LookupAnswer:
+            minimize_payload: Callable[[dict, Pseudonymizer], dict],
+            snapshot: Snapshot | None = None) -> LookupAnswer:
     access = authorize_read(db_session=hub.database.session, tenant_id=principal.tenant_id,
                             scopes=principal.scopes, resource_type=resource_type)
     require_policy(policy_resource, principal.consumer)
@@ -66,6 +77,7 @@ def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, poli
         metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="hit").inc()
         return LookupAnswer(cached.payload, "HIT", access.product)
 
+    snapshot_at = None
     try:
         target = connection_target(db_session=hub.database.session, settings=hub.settings,
                                    tenant_id=principal.tenant_id, tenant=principal.tenant,
@@ -75,9 +87,12 @@ def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, poli
         if cached:
             metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="stale").inc()
             return LookupAnswer(cached.payload, "STALE", access.product)
-        raise LookupFailed(503, f"The {access.product} system is unavailable; try again later.",
-                           problem_type="downstream-unavailable",
-                           retry_after=unavailable.retry_after or 5) from None
+        kept = snapshot() if snapshot else None
+        if kept is None:
+            raise LookupFailed(503, f"The {access.product} system is unavailable; try again "
+                                    "later.", problem_type="downstream-unavailable",
+                               retry_after=unavailable.retry_after or 5) from None
+        canonical, snapshot_at = kept
     except DownstreamNotFound:
         raise LookupFailed(404, f"The {access.product} system has no such record.") from None
     except (NotConnected, CredentialUnavailable):
@@ -92,6 +107,11 @@ def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, poli
     except RecordShapeError:
         raise LookupFailed(502, f"The {access.product} system gave an answer the hub cannot "
                                 "use.", problem_type="bad-downstream-answer") from None
+    if snapshot_at is not None:
+        # Never cached: the snapshot can be older than any TTL, and a cached copy would be
+        # served as a fresh HIT once the system is back.
+        metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="snapshot").inc()
+        return LookupAnswer(payload, "SNAPSHOT", access.product, synced_at=snapshot_at)
     ttl = parse_cache_ttls(hub.settings.hub_cache_ttls).get(resource_type, 30)
     cache.write(hub.redis, key, payload, fresh_seconds=ttl,
                 stale_seconds=hub.settings.hub_cache_stale_seconds)
@@ -134,7 +154,10 @@ def container_origin(*, hub: HubResources, principal: Principal, container_id: s
         policy_resource="container_origin", params={"container_id": container_id},
         fetch=lambda target: inventory_connector.container_origin(target, container_id),
         minimize_payload=lambda origin, pseudonymizer: minimize(
-            "container_origin", consumer, origin, pseudonymizer=pseudonymizer))
+            "container_origin", consumer, origin, pseudonymizer=pseudonymizer),
+        snapshot=lambda: snapshots.snapshot_origin(
+            db_session=hub.database.session, tenant_id=uuid.UUID(principal.tenant_id),
+            container_id=container_id))
 
 
 def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | None,
@@ -159,8 +182,22 @@ def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | No
                                        pseudonymizer=pseudonymizer),
                 "next_cursor": page["next_cursor"]}
 
+    def from_snapshot() -> tuple[dict, datetime] | None:
+        # The snapshot keeps NDC-11s, not which NDC-10 spelling System A used: a live cursor
+        # already past the first spelling has no place in its order.
+        if position[0] != 0:
+            return None
+        kept = snapshots.snapshot_on_hand(
+            db_session=hub.database.session, tenant_id=uuid.UUID(principal.tenant_id),
+            unit=unit, ndc11=ndc11, offset=position[1], page_size=page_size)
+        if kept is None:
+            return None
+        items, next_offset, synced_at = kept
+        return {"items": items, "next_cursor": encode_cursor({"s": 0, "o": next_offset})
+                if next_offset is not None else None}, synced_at
+
     return _lookup(hub=hub, principal=principal, resource_type="inventory",
                    policy_resource="container",
                    params={"unit": unit, "ndc11": ndc11, "cursor": cursor,
                            "page_size": page_size},
-                   fetch=fetch, minimize_payload=minimized)
+                   fetch=fetch, minimize_payload=minimized, snapshot=from_snapshot)

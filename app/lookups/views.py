@@ -1,7 +1,8 @@
 """``/v1/administrations``, ``/v1/containers/{id}/origin``, ``/v1/inventory``.
 
 Each answers canonical JSON, or FHIR R4 JSON when the client asks for
-``application/fhir+json``; ``X-Cache`` says HIT, MISS or STALE.
+``application/fhir+json``; ``X-Cache`` says HIT, MISS or STALE, or SNAPSHOT for an answer from
+the hub's inventory snapshot, whose time ``X-Hub-Synced-At`` gives.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from flask import g, jsonify, request, url_for
 from flask_smorest import Blueprint
 
 from app.auth.principal import current_principal
+from app.canonical.times import format_utc
 from app.extensions import resources
 from app.lookups import fhir, service
 from app.lookups.schemas import (
@@ -31,7 +33,8 @@ _ERRORS = {401: "Missing, expired or invalid bearer token.",
            422: "Invalid parameters; `errors` names each field.",
            429: "Rate limit reached; see `Retry-After`.",
            502: "The hospital system answered something unusable.",
-           503: "The hospital system is unavailable and nothing is cached; see `Retry-After`."}
+           503: "The hospital system is unavailable, and neither the cache nor the hub's "
+                "snapshot of it has the answer; see `Retry-After`."}
 
 
 def _document_errors(view):
@@ -65,6 +68,8 @@ def _answer(answer: service.LookupAnswer, body, content_type: str = "application
     response = jsonify(body)
     response.headers["Content-Type"] = content_type
     response.headers["X-Cache"] = answer.cache_status
+    if answer.synced_at is not None:
+        response.headers["X-Hub-Synced-At"] = format_utc(answer.synced_at)
     response.headers["Vary"] = "Accept, Authorization"
     return response
 

@@ -26,7 +26,7 @@ REQUEST_LATENCY = Histogram("hub_request_latency_seconds", "API request latency 
                             ["route"], buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5,
                                                 5, 10))
 CACHE_LOOKUPS = Counter("hub_cache_lookups_total", "Cache lookups by resource and result "
-                        "(hit, miss, stale).", ["resource", "result"])
+                        "(hit, miss, stale, snapshot).", ["resource", "result"])
 DOWNSTREAM_LATENCY = Histogram("hub_downstream_latency_seconds", "Latency of calls to hospital "
                                "systems by system and outcome (status code, timeout, error).",
                                ["system", "outcome"], buckets=(.005, .01, .025, .05, .1, .25,
