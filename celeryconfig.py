@@ -4,7 +4,6 @@ Read ../docs/celery.md before changing a value here: several settings exist only
 known Celery or Redis trap, and the comment on each says which.
 """
 
-from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from app.settings import load_settings
@@ -90,6 +89,23 @@ task_track_started = True
 timezone = "UTC"
 enable_utc = True
 
+# Beat keeps its schedule in Redis (celery-redbeat) instead of a local file: entries keep their
+# last run across restarts (a restarted beat neither loses nor repeats a due run), syncs are
+# added and changed at run time by the hub (app/syncs/beat.py) without a deploy, and a lock
+# lets only one beat send tasks even when two are started by mistake: the second waits.
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_redis_url = _settings.redis_url
+redbeat_key_prefix = "hub:beat:"
+# Reconnect instead of exiting when Redis blips (redbeat retries for this many seconds).
+redbeat_redis_options = {"retry_period": 60}
+# Beat looks at its schedule at least this often: how soon a changed schedule takes effect.
+beat_max_loop_interval = _settings.hub_beat_max_loop_interval
+# A beat that died without releasing its lock blocks a new one for at most this long (the
+# default, 5 × the loop interval of 300 s, would be 25 minutes).
+redbeat_lock_timeout = _settings.hub_beat_lock_timeout
+
+# The hub's own plumbing. Syncs (per tenant, and the hub-wide retention purge) are not listed
+# here: they live in the sync_schedules table and app/syncs/beat.py writes their entries.
 beat_schedule = {
     # Moves queued audit events into the audit table. expires: a tick no worker took within its
     # own interval is dropped, so a backlog after an outage is one drain, not hundreds queued up.
@@ -104,11 +120,10 @@ beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 60},
     },
-    # Nightly retention purge, on a crontab (an interval would restart its countdown whenever
-    # beat restarts); a missed night expires rather than piling up.
-    "purge-expired-data": {
-        "task": "hub.maintenance.purge_expired_data",
-        "schedule": crontab(hour=3, minute=15),
-        "options": {"expires": 3600},
+    # Gives new tenants their syncs and mirrors schedule changes made in the database.
+    "apply-sync-schedules": {
+        "task": "hub.maintenance.apply_sync_schedules",
+        "schedule": 60.0,
+        "options": {"expires": 60},
     },
 }

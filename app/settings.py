@@ -89,6 +89,26 @@ SETTINGS: tuple[Setting, ...] = (
             "answering with the same job.", "int"),
     Setting("HUB_AUDIT_RETENTION_DAYS", 2192, "Days audit events are kept (default 6 years) "
             "before the nightly purge removes them.", "int"),
+    Setting("HUB_SYNC_INVENTORY_SNAPSHOT", "300", "Default schedule of each tenant's inventory "
+            "snapshot sync (System A's locations, containers and movements into the hub): "
+            "seconds between runs, or a crontab `minute hour day month weekday` in UTC. "
+            "Operators override it per tenant (docs/syncs.md)."),
+    Setting("HUB_SYNC_CACHE_WARMING", "60", "Default schedule of each tenant's cache warming "
+            "(the hottest lookups refreshed before they expire)."),
+    Setting("HUB_SYNC_NIGHTLY_COUNTS", "30 6 * * *", "Default schedule of each tenant's "
+            "pre-aggregation of the previous (local) day's administration counts, a job in "
+            "`/v1/jobs`."),
+    Setting("HUB_SYNC_RETENTION_PURGE", "15 3 * * *", "Schedule of the hub-wide retention "
+            "purge."),
+    Setting("HUB_SYNC_MIN_INTERVAL", 30, "Shortest interval, seconds, an operator may give a "
+            "sync.", "int"),
+    Setting("HUB_SYNC_RUN_RETENTION_DAYS", 30, "Days the history of sync runs is kept.", "int"),
+    Setting("HUB_CACHE_WARMING_TOP", 25, "Lookups per tenant that a cache-warming run "
+            "refreshes (the most requested ones, by a decaying count).", "int"),
+    Setting("HUB_BEAT_MAX_LOOP_INTERVAL", 30, "Longest sleep of beat between two looks at its "
+            "schedule (Redis), seconds: how soon a schedule change takes effect.", "int"),
+    Setting("HUB_BEAT_LOCK_TIMEOUT", 150, "Seconds beat's single-instance lock outlives a beat "
+            "that died without releasing it; a second beat waits for the lock.", "int"),
     Setting("HUB_UNIT_TASK_RETRIES", 3, "Retries (with exponential backoff) of a job's unit "
             "task on a downstream failure before it lands in the dead-letter store.", "int"),
     Setting("HUB_UNIT_MAX_DELIVERIES", 5, "Deliveries of one unit task (redeliveries after a "
@@ -152,6 +172,15 @@ class Settings:
     hub_job_result_retention_hours: int
     hub_idempotency_retention_hours: int
     hub_audit_retention_days: int
+    hub_sync_inventory_snapshot: str
+    hub_sync_cache_warming: str
+    hub_sync_nightly_counts: str
+    hub_sync_retention_purge: str
+    hub_sync_min_interval: int
+    hub_sync_run_retention_days: int
+    hub_cache_warming_top: int
+    hub_beat_max_loop_interval: int
+    hub_beat_lock_timeout: int
     hub_unit_task_retries: int
     hub_unit_max_deliveries: int
     hub_token_rate_limit: str
@@ -292,6 +321,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not 60 <= values["hub_token_ttl"] <= 900:
         raise SettingsError("HUB_TOKEN_TTL must be between 60 and 900 seconds")
     _validate_cache_ttls(values["hub_cache_ttls"])
+    _validate_sync_schedules(values)
+    if values["hub_beat_lock_timeout"] <= values["hub_beat_max_loop_interval"]:
+        # Beat extends its lock once per loop: a shorter lock would lapse between two loops.
+        raise SettingsError("HUB_BEAT_LOCK_TIMEOUT must be greater than "
+                            "HUB_BEAT_MAX_LOOP_INTERVAL")
     return Settings(**values)
 
 
@@ -301,6 +335,17 @@ def _validate_cache_ttls(raw: str) -> None:
     except ValueError:
         raise SettingsError("HUB_CACHE_TTLS must be resource=seconds pairs, comma-separated") \
             from None
+
+
+def _validate_sync_schedules(values: dict[str, Any]) -> None:
+    from app.syncs.specs import InvalidSchedule, parse_schedule
+
+    for setting in SETTINGS:
+        if setting.name.startswith("HUB_SYNC_") and setting.kind == "str":
+            try:
+                parse_schedule(values[setting.attr])
+            except InvalidSchedule as invalid:
+                raise SettingsError(f"{setting.name}: {invalid}") from None
 
 
 def parse_cache_ttls(raw: str) -> dict[str, int]:

@@ -228,7 +228,8 @@ def _banner(settings: Settings, api: str, flower: str, elapsed: float) -> str:
         "  Demo clients (client_id / client_secret):",
     ]
     lines += [f"    {client_id:32} {secret}" for client_id, secret in sorted(credentials.items())]
-    lines += ["", "  Try it:", *[f"    {line}" for line in walkthrough(api, credentials)],
+    lines += ["", "  Scheduled syncs (beat): .venv/bin/flask --app wsgi hub syncs list",
+              "", "  Try it:", *[f"    {line}" for line in walkthrough(api, credentials)],
               "", "  Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 

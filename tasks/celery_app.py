@@ -6,10 +6,11 @@ they call the same services as the API with the same settings and database.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery, Task
-from celery.signals import setup_logging, task_postrun, worker_process_init
+from celery.signals import beat_init, setup_logging, task_postrun, worker_process_init
 from flask import Flask
 
 from app import create_app
@@ -17,6 +18,7 @@ from app.observability import task_context
 from app.observability.logs import configure_logging
 
 task_context.install()
+logger = logging.getLogger(__name__)
 
 _flask_app: Flask | None = None
 
@@ -41,7 +43,7 @@ class HubTask(Task):
 
 celery_app = Celery("hub", task_cls=HubTask)
 celery_app.config_from_object("celeryconfig")
-celery_app.conf.imports = ("tasks.smoke", "tasks.audit", "tasks.jobs", "tasks.maintenance")
+celery_app.conf.imports = ("tasks.smoke", "tasks.audit", "tasks.jobs", "tasks.syncs")
 
 
 @setup_logging.connect
@@ -61,3 +63,20 @@ def _reset_connections_after_fork(**_kwargs) -> None:
 def _remove_session(**_kwargs) -> None:
     if _flask_app is not None:
         _flask_app.extensions["hub"].database.remove_session()
+
+
+@beat_init.connect
+def _apply_sync_schedules(**_kwargs) -> None:
+    # Beat starts with every tenant's syncs in its schedule, not a minute later when the
+    # periodic apply first runs. A failure here must not stop beat: that periodic apply
+    # (hub.maintenance.apply_sync_schedules) tries again.
+    from app.syncs.service import apply_schedules
+
+    try:
+        with flask_app().app_context():
+            changes = apply_schedules(flask_app().extensions["hub"])
+        logger.info("sync schedules applied", extra={"changes": changes})
+    except Exception:  # noqa: BLE001
+        logger.exception("sync schedules could not be applied at beat start")
+    finally:
+        flask_app().extensions["hub"].database.remove_session()

@@ -1,4 +1,5 @@
-"""The retention purge removes exactly what has expired, and reports what it removed."""
+"""The retention purge removes exactly what has expired, and reports what it removed; the
+hub-wide retention_purge sync runs it on a worker and keeps the report on its run."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from app.audit.models import AuditEvent
 from app.database import make_engine, upgrade_schema
 from app.jobs.models import Job, JobResult, JobUnit
 from app.maintenance.service import purge_expired
+from app.syncs import service
+from app.syncs.models import SyncRun, SyncSchedule
 from app.tenants.models import Tenant
+from tests.fixtures.processes import wait_until
 from tests.test_audit_chain import audit_record
 from tests.test_migrations import _fresh_database_url
 
 NOW = datetime(2026, 11, 24, 3, 15, tzinfo=UTC)
 RETENTION_DAYS = 2192
+SYNC_RUN_RETENTION_DAYS = 30
 
 
 @pytest.fixture
@@ -49,6 +54,25 @@ def _job(session, tenant, *, status="succeeded", key=None, expires_in=timedelta(
     return job
 
 
+def _sync_runs(session, tenant, **started_days_ago_by_outcome: list[float]) -> dict:
+    """Runs of one tenant sync, ``outcome=[days ago it started, …]``; returns their ids by
+    ``(outcome, days ago)``."""
+    schedule = SyncSchedule(kind="cache_warming", scope=str(tenant.id), tenant_id=tenant.id)
+    session.add(schedule)
+    session.flush()
+    runs = {}
+    for outcome, days_ago in started_days_ago_by_outcome.items():
+        for days in days_ago:
+            started = NOW - timedelta(days=days)
+            run = SyncRun(schedule_id=schedule.id, outcome=outcome, started_at=started,
+                          finished_at=None if outcome == "running" else started)
+            session.add(run)
+            session.flush()
+            runs[(outcome, days)] = run.id
+    session.commit()
+    return runs
+
+
 def test_purge_removes_exactly_the_expired_rows_and_counts_them(session):
     tenant = Tenant(slug=f"purge-{uuid.uuid4().hex[:6]}", name="Purge General")
     session.add(tenant)
@@ -63,11 +87,15 @@ def test_purge_removes_exactly_the_expired_rows_and_counts_them(session):
     append_records(db_session=session, records=[
         audit_record(occurred_at=old), audit_record(occurred_at=old),
         audit_record(occurred_at=recent), audit_record(occurred_at=NOW)])
+    past, within = SYNC_RUN_RETENTION_DAYS + 1, SYNC_RUN_RETENTION_DAYS - 1
+    runs = _sync_runs(session, tenant, succeeded=[past, within, 0], failed=[past],
+                      skipped=[past], running=[past, 0])
 
-    report = purge_expired(db_session=session, audit_retention_days=RETENTION_DAYS, now=NOW)
+    report = purge_expired(db_session=session, audit_retention_days=RETENTION_DAYS,
+                           sync_run_retention_days=SYNC_RUN_RETENTION_DAYS, now=NOW)
 
     assert (report.job_results, report.idempotency_keys, report.unit_partials,
-            report.audit_events) == (1, 1, 1, 2)
+            report.snapshot_movements, report.sync_runs, report.audit_events) == (1, 1, 1, 0, 3, 2)
     results = set(session.scalars(select(JobResult.job_id)))
     assert results == {kept_result.id, expired_key.id}
     keys = dict(session.execute(select(Job.id, Job.idempotency_key)).all())
@@ -79,6 +107,10 @@ def test_purge_removes_exactly_the_expired_rows_and_counts_them(session):
     assert partials[kept_result.id] is not None
     assert session.scalar(select(func.count()).select_from(AuditEvent)) == 2
     assert verify_chain(session).ok
+    # Finished runs past the retention go; a run still going stays, however old.
+    kept_runs = set(session.scalars(select(SyncRun.id)))
+    assert kept_runs == {runs[("succeeded", within)], runs[("succeeded", 0)],
+                         runs[("running", past)], runs[("running", 0)]}
 
 
 def test_a_second_purge_finds_nothing_more(session):
@@ -86,23 +118,43 @@ def test_a_second_purge_finds_nothing_more(session):
     session.add(tenant)
     session.commit()
     _job(session, tenant, key="k1", result_expires_in=-timedelta(minutes=1))
-    purge_expired(db_session=session, audit_retention_days=RETENTION_DAYS, now=NOW)
+    _sync_runs(session, tenant, succeeded=[SYNC_RUN_RETENTION_DAYS + 1])
+    first = purge_expired(db_session=session, audit_retention_days=RETENTION_DAYS,
+                          sync_run_retention_days=SYNC_RUN_RETENTION_DAYS, now=NOW)
 
-    again = purge_expired(db_session=session, audit_retention_days=RETENTION_DAYS, now=NOW)
+    again = purge_expired(db_session=session, audit_retention_days=RETENTION_DAYS,
+                          sync_run_retention_days=SYNC_RUN_RETENTION_DAYS, now=NOW)
 
+    assert (first.job_results, first.sync_runs) == (1, 1)
     assert (again.job_results, again.idempotency_keys, again.unit_partials,
-            again.audit_events) == (0, 0, 0, 0)
+            again.snapshot_movements, again.sync_runs, again.audit_events) == (0, 0, 0, 0, 0, 0)
 
 
-def test_the_nightly_task_runs_on_a_worker_and_remembers_its_report(celery_worker, hub_app):
-    import json
+def test_the_retention_purge_sync_runs_on_a_worker_and_keeps_its_report(celery_worker, hub):
+    session = hub.database.session
+    service.active_syncs(session, create_missing=True)
+    sync_id = service.sync_id_for(session, "retention_purge", "hub")
+    retention = hub.settings.hub_sync_run_retention_days
+    expired = SyncRun(schedule_id=uuid.UUID(sync_id), outcome="succeeded",
+                      started_at=datetime.now(UTC) - timedelta(days=retention + 1))
+    session.add(expired)
+    session.commit()
 
-    from app.jobs.dispatch import celery_client
-    from app.maintenance.service import LAST_PURGE_KEY
+    task_id = service.trigger_sync(hub, sync_id, tenant_id=None)["task_id"]
 
-    report = celery_client().send_task("hub.maintenance.purge_expired_data").get(timeout=30)
+    def the_run() -> SyncRun | None:
+        with hub.database.new_session() as reader:
+            run = reader.scalar(select(SyncRun).where(SyncRun.task_id == task_id))
+            assert run is None or run.outcome in {"running", "succeeded"}, run.error
+            return run if run is not None and run.outcome == "succeeded" else None
 
-    assert set(report) == {"started_at", "job_results", "idempotency_keys", "unit_partials",
-                           "audit_events"}
-    stored = json.loads(hub_app.extensions["hub"].redis.get(LAST_PURGE_KEY))
-    assert stored == report
+    wait_until(the_run, timeout=30, interval=0.1, description="the purge run to succeed")
+    run = the_run()
+    assert set(run.report) == {"started_at", "job_results", "idempotency_keys",
+                               "unit_partials", "snapshot_movements", "sync_runs",
+                               "audit_events"}
+    assert run.report["sync_runs"] >= 1 and run.error is None and run.duration_ms >= 0
+    with hub.database.new_session() as reader:
+        assert reader.get(SyncRun, expired.id) is None
+    view = service.get_sync(hub, sync_id, tenant_id=None)
+    assert view["last_run"]["id"] == str(run.id) and view["last_run"]["report"] == run.report

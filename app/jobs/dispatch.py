@@ -60,3 +60,9 @@ def replay_unit(*, job_id: str, tenant_id: str, unit: str) -> None:
                     app=client),
           signature("hub.compute.merge_job_results", args=(job_id, tenant_id), immutable=True,
                     app=client)).apply_async()
+
+
+def run_sync_now(*, task_name: str, schedule_id: str) -> str:
+    """Send a sync's task at once (an operator's "run now"); its single-flight lock still
+    holds, so a run already going makes this one a counted skip. Returns the task id."""
+    return celery_client().send_task(task_name, args=(schedule_id,)).id

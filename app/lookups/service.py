@@ -25,6 +25,7 @@ from app.connectors.resilience import (
 from app.connectors.routing import NotConnected, connection_target
 from app.entitlements.service import authorize_read
 from app.extensions import HubResources
+from app.lookups import hot
 from app.observability import metrics
 from app.paging import InvalidCursor, decode_cursor, encode_cursor
 from app.phi.policy import RecordShapeError, minimize, minimize_many, require_policy
@@ -64,15 +65,20 @@ def _pseudonymizer(hub: HubResources, principal: Principal) -> Pseudonymizer:
 def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, policy_resource: str,
             params: dict, fetch: Callable[[ConnectionTarget], dict],
             minimize_payload: Callable[[dict, Pseudonymizer], dict],
-            snapshot: Snapshot | None = None) -> LookupAnswer:
+            snapshot: Snapshot | None = None, refresh: bool = False) -> LookupAnswer:
+    """One lookup through the lifecycle. ``refresh`` (cache warming) skips the cache read and
+    answers only from the system itself, so what it writes to the cache is current."""
     access = authorize_read(db_session=hub.database.session, tenant_id=principal.tenant_id,
                             scopes=principal.scopes, resource_type=resource_type)
     require_policy(policy_resource, principal.consumer)
+    if not refresh:
+        hot.record_use(hub.redis, tenant=principal.tenant, lookup=resource_type,
+                       consumer=principal.consumer, args=params)
 
     key = cache.cache_key(key_secret=hub.settings.hub_pseudonym_key, tenant=principal.tenant,
                           system=access.product, resource_type=resource_type,
                           params={**params, "consumer": principal.consumer})
-    cached = cache.read(hub.redis, key, resource_type=resource_type)
+    cached = None if refresh else cache.read(hub.redis, key, resource_type=resource_type)
     if cached and cached.fresh:
         metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="hit").inc()
         return LookupAnswer(cached.payload, "HIT", access.product)
@@ -87,7 +93,7 @@ def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, poli
         if cached:
             metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="stale").inc()
             return LookupAnswer(cached.payload, "STALE", access.product)
-        kept = snapshot() if snapshot else None
+        kept = snapshot() if snapshot and not refresh else None
         if kept is None:
             raise LookupFailed(503, f"The {access.product} system is unavailable; try again "
                                     "later.", problem_type="downstream-unavailable",
@@ -121,7 +127,8 @@ def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, poli
 
 def list_administrations(*, hub: HubResources, principal: Principal, unit: str | None,
                          ndc11: str | None, since: datetime | None, until: datetime | None,
-                         cursor: str | None, page_size: int) -> LookupAnswer:
+                         cursor: str | None, page_size: int, refresh: bool = False
+                         ) -> LookupAnswer:
     """Return a page of the tenant's dose administrations, minimized for the caller."""
     native_cursor = decode_cursor(cursor, expected_keys={"n"})["n"] if cursor else None
     consumer = principal.consumer
@@ -142,11 +149,11 @@ def list_administrations(*, hub: HubResources, principal: Principal, unit: str |
               "cursor": cursor, "page_size": page_size}
     return _lookup(hub=hub, principal=principal, resource_type="administrations",
                    policy_resource="administration", params=params, fetch=fetch,
-                   minimize_payload=minimized)
+                   minimize_payload=minimized, refresh=refresh)
 
 
-def container_origin(*, hub: HubResources, principal: Principal, container_id: str
-                     ) -> LookupAnswer:
+def container_origin(*, hub: HubResources, principal: Principal, container_id: str,
+                     refresh: bool = False) -> LookupAnswer:
     """Return where a container came from: medication, lot, expiry and movement chain."""
     consumer = principal.consumer
     return _lookup(
@@ -157,11 +164,13 @@ def container_origin(*, hub: HubResources, principal: Principal, container_id: s
             "container_origin", consumer, origin, pseudonymizer=pseudonymizer),
         snapshot=lambda: snapshots.snapshot_origin(
             db_session=hub.database.session, tenant_id=uuid.UUID(principal.tenant_id),
-            container_id=container_id))
+            container_id=container_id),
+        refresh=refresh)
 
 
 def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | None,
-                      ndc11: str | None, cursor: str | None, page_size: int) -> LookupAnswer:
+                      ndc11: str | None, cursor: str | None, page_size: int,
+                      refresh: bool = False) -> LookupAnswer:
     """Return a page of containers on hand by unit and/or medication."""
     position = (0, 0)
     if cursor:
@@ -200,4 +209,5 @@ def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | No
                    policy_resource="container",
                    params={"unit": unit, "ndc11": ndc11, "cursor": cursor,
                            "page_size": page_size},
-                   fetch=fetch, minimize_payload=minimized, snapshot=from_snapshot)
+                   fetch=fetch, minimize_payload=minimized, snapshot=from_snapshot,
+                   refresh=refresh)

@@ -1,28 +1,27 @@
 """The retention purge: expired job results, expired idempotency keys, finished jobs' unit
-partials (temporary data), and audit events older than the audit retention.
+partials and snapshot movements of containers System A no longer lists (temporary data), old
+sync runs, and audit events older than the audit retention.
 
-Each run returns a report counting what each step removed; nothing that has not expired is
-touched.
+Each run returns a report counting what each step removed (kept as the run's report in
+``sync_runs``, see app.syncs); nothing that has not expired is touched.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.chain import purge_before
 from app.database import utcnow
 from app.jobs.models import Job, JobResult, JobUnit
+from app.snapshots.models import SnapshotContainer, SnapshotMovement
+from app.syncs.models import SyncRun
 
 logger = logging.getLogger(__name__)
-
-LAST_PURGE_KEY = "hub:maintenance:last-purge"
-
 
 @dataclass(frozen=True)
 class PurgeReport:
@@ -32,11 +31,16 @@ class PurgeReport:
     job_results: int
     idempotency_keys: int
     unit_partials: int
+    snapshot_movements: int
+    sync_runs: int
     audit_events: int
+
+    def as_report(self) -> dict:
+        return asdict(self)
 
 
 def purge_expired(*, db_session: Session, audit_retention_days: int,
-                  now: datetime | None = None) -> PurgeReport:
+                  sync_run_retention_days: int = 30, now: datetime | None = None) -> PurgeReport:
     """Remove what has passed its retention as of ``now`` and report the counts."""
     now = now or utcnow()
     expired_results = db_session.execute(
@@ -56,15 +60,23 @@ def purge_expired(*, db_session: Session, audit_retention_days: int,
         update(JobUnit).where(JobUnit.job_id.in_(finished_without_result),
                               JobUnit.partial.is_not(None))
         .values(partial=None).execution_options(synchronize_session=False)).rowcount
+    # A movement outlives its container in the snapshot only when System A stopped listing the
+    # container: no origin answer can use it any more.
+    orphaned_movements = db_session.execute(
+        delete(SnapshotMovement).where(~exists().where(and_(
+            SnapshotContainer.tenant_id == SnapshotMovement.tenant_id,
+            SnapshotContainer.container_id == SnapshotMovement.container_id)))
+        .execution_options(synchronize_session=False)).rowcount
+    # Runs still going are never removed (their outcome is still to be written).
+    old_runs = db_session.execute(
+        delete(SyncRun).where(SyncRun.started_at < now - timedelta(days=sync_run_retention_days),
+                              SyncRun.outcome != "running")
+        .execution_options(synchronize_session=False)).rowcount
     db_session.commit()
     audit_events = purge_before(db_session, now - timedelta(days=audit_retention_days))
     report = PurgeReport(started_at=now.isoformat(), job_results=expired_results,
                          idempotency_keys=released_keys, unit_partials=cleared_partials,
-                         audit_events=audit_events)
+                         snapshot_movements=orphaned_movements, sync_runs=old_runs, audit_events=audit_events)
     logger.info("retention purge done", extra={"report": asdict(report)})
     return report
 
-
-def remember_report(redis_client, report: PurgeReport) -> None:
-    """Keep the last purge's report where operators (and the sync status view) can read it."""
-    redis_client.set(LAST_PURGE_KEY, json.dumps(asdict(report)))

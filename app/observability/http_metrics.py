@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
 from flask import Flask, Response, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.audit.service import pending_count
 from app.observability import metrics
+
+logger = logging.getLogger(__name__)
 
 
 def init_http_metrics(app: Flask) -> None:
@@ -35,4 +39,12 @@ def init_http_metrics(app: Flask) -> None:
         except redis.RedisError:  # the gauge keeps its last value; /metrics still answers
             pass
         body, content_type = metrics.render_metrics()
+        try:
+            from app.syncs.metrics import render_sync_metrics
+
+            body += render_sync_metrics(app.extensions["hub"])
+        except (redis.RedisError, SQLAlchemyError):  # the request metrics still answer
+            logger.warning("sync metrics unavailable for this scrape", exc_info=True)
+        finally:
+            app.extensions["hub"].database.remove_session()
         return Response(body, content_type=content_type)

@@ -1,0 +1,96 @@
+"""Beat's schedule in Redis (celery-redbeat): the one module that writes or reads it.
+
+Each enabled sync is one redbeat entry named ``sync:{kind}:{tenant slug | hub}`` whose task
+gets the schedule id as its only argument. Entries carry their last run time in Redis, so a
+restarted beat neither forgets a due run nor runs it twice, and a changed interval keeps the
+last run it counts from. Beat reads the entries on every loop: a change here reaches it within
+``HUB_BEAT_MAX_LOOP_INTERVAL`` seconds, without a deploy or a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
+
+from app.jobs.dispatch import celery_client
+from app.syncs.specs import expires_seconds, is_interval, parse_schedule
+
+ENTRY_PREFIX = "sync:"
+
+
+@dataclass(frozen=True)
+class WantedEntry:
+    """What one enabled sync's beat entry should say."""
+
+    task: str
+    schedule_id: str
+    spec: str
+
+
+@dataclass(frozen=True)
+class BeatChanges:
+    added: int
+    changed: int
+    removed: int
+
+
+def _app():
+    app = celery_client()
+    ensure_conf(app)
+    return app
+
+
+def _entry(app, name: str, wanted: WantedEntry) -> RedBeatSchedulerEntry:
+    return RedBeatSchedulerEntry(name, wanted.task, parse_schedule(wanted.spec),
+                                 args=[wanted.schedule_id],
+                                 options={"expires": expires_seconds(wanted.spec)}, app=app)
+
+
+def write_entries(wanted: dict[str, WantedEntry]) -> BeatChanges:
+    """Make beat's sync entries exactly ``wanted``: add missing ones, rewrite changed ones
+    (keeping their last run), delete the rest. Entries that already match are not touched."""
+    app = _app()
+    client = get_redis(app)
+    prefix = app.redbeat_conf.key_prefix
+    existing = {key[len(prefix):] for key in client.scan_iter(match=f"{prefix}{ENTRY_PREFIX}*")}
+    removed = existing - set(wanted)
+    for name in removed:
+        RedBeatSchedulerEntry(name, app=app).delete()
+    added = changed = 0
+    for name, spec in wanted.items():
+        entry = _entry(app, name, spec)
+        try:
+            current = RedBeatSchedulerEntry.from_key(entry.key, app=app)
+        except KeyError:
+            current = None
+        if current is not None:
+            if (current.task, list(current.args), current.options, current.schedule) == \
+                    (entry.task, list(entry.args), entry.options, entry.schedule):
+                continue
+            entry.last_run_at = current.last_run_at
+            changed += 1
+        else:
+            added += 1
+            if is_interval(spec.spec):
+                # A new (or re-enabled) interval sync runs at its first beat loop, so a new
+                # tenant's snapshot exists at once; a crontab waits for its time.
+                entry.last_run_at = None
+        entry.save()
+    return BeatChanges(added=added, changed=changed, removed=len(removed))
+
+
+def next_due(names: list[str]) -> dict[str, datetime | None]:
+    """When beat will next send each named entry (None: no entry, i.e. disabled)."""
+    if not names:
+        return {}
+    app = _app()
+    prefix = app.redbeat_conf.key_prefix
+    with get_redis(app).pipeline() as pipe:
+        for name in names:
+            pipe.zscore(app.redbeat_conf.schedule_key, prefix + name)
+        scores = pipe.execute()
+    return {name: datetime.fromtimestamp(score, UTC) if score is not None and score >= 0
+            else None for name, score in zip(names, scores, strict=True)}
+

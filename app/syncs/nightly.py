@@ -1,0 +1,53 @@
+"""The nightly pre-aggregation: the previous day's administration counts of a tenant, submitted
+as an ordinary ``administration_counts`` job so it runs through the job pipeline and shows in
+``/v1/jobs`` like any other."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from app.database import utcnow
+from app.extensions import HubResources
+from app.jobs import dispatch
+from app.jobs.service import submit_job
+from app.tenants.models import Tenant
+from app.tenants.service import get_active_connection
+
+JOB_TYPE = "administration_counts"
+
+
+def previous_local_day(zone: ZoneInfo, now: datetime) -> tuple[date, datetime, datetime]:
+    """The last whole day in ``zone`` before ``now``, and its bounds in UTC (a hospital counts
+    its days from local midnight; DST days are 23 or 25 hours long)."""
+    day = now.astimezone(zone).date() - timedelta(days=1)
+    since = datetime.combine(day, time.min, zone).astimezone(UTC)
+    until = datetime.combine(day + timedelta(days=1), time.min, zone).astimezone(UTC)
+    return day, since, until
+
+
+def idempotency_key(day: date) -> str:
+    return f"nightly-administration-counts:{day.isoformat()}"
+
+
+def submit_previous_day_counts(hub: HubResources, tenant: Tenant, *,
+                               now: datetime | None = None) -> dict:
+    """Submit (once per day: the idempotency key names the day) the counts job of the
+    tenant's previous local day; report which day and which job."""
+    connection = get_active_connection(db_session=hub.database.session, tenant_id=tenant.id,
+                                       product="administration")
+    zone = ZoneInfo(connection.timezone if connection else "UTC")
+    day, since, until = previous_local_day(zone, now or utcnow())
+    params = {"window": {"since": since.isoformat().replace("+00:00", "Z"),
+                         "until": until.isoformat().replace("+00:00", "Z")},
+              "group_by": ["unit", "medication"]}
+    submission = submit_job(db_session=hub.database.session, redis_client=hub.redis,
+                            settings=hub.settings, tenant_id=str(tenant.id), client_pk=None,
+                            job_type=JOB_TYPE, raw_params=params,
+                            idempotency_key=idempotency_key(day), request_id=None)
+    job = submission.job
+    if submission.created:
+        dispatch.submit_job_pipeline(job_id=str(job.id), tenant_id=str(tenant.id))
+    return {"day": day.isoformat(), "job_id": str(uuid.UUID(str(job.id))),
+            "submitted": submission.created, "job_status": job.status}

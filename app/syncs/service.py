@@ -1,0 +1,410 @@
+"""Sync schedules and runs: which syncs exist, how each is scheduled, running one (single
+flight), and what operators see of them.
+
+The database holds what operators decided (override schedule, enabled) and every run's
+outcome; ``app.syncs.beat`` mirrors the enabled schedules into beat's Redis schedule. A run
+takes a Redis lock per schedule: a run that finds the previous one still going is recorded as
+skipped and counted, never queued behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import LockError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from app.connectors.base import MAPPING_ERRORS
+from app.connectors.credentials import CredentialUnavailable
+from app.connectors.resilience import DownstreamRejected, DownstreamUnavailable
+from app.connectors.routing import NotConnected
+from app.database import utcnow
+from app.entitlements.service import tenant_owns_product
+from app.extensions import HubResources
+from app.jobs import dispatch
+from app.observability.logs import scrub
+from app.problems import Problem
+from app.syncs import beat
+from app.syncs.kinds import SYNC_KINDS, SyncKind
+from app.syncs.models import HUB_SCOPE, SyncRun, SyncSchedule
+from app.syncs.specs import InvalidSchedule, described, normalized, parse_schedule
+from app.tenants.models import Connection, Product, Tenant
+
+logger = logging.getLogger(__name__)
+
+LOCK_PREFIX = "hub:sync-lock:"
+RECENT_RUNS = 20
+
+
+class SyncProblem(Problem):
+    """A sync request cannot be served (status first, as HTTP speaks of it)."""
+
+    def __init__(self, status: int, detail: str, **details):
+        super().__init__(detail, status=status, **details)
+
+
+class UnsafeReport(ValueError):
+    """A run's report holds something other than counts, flags and short safe codes."""
+
+
+@dataclass(frozen=True)
+class ActiveSync:
+    """A schedule that applies now, with its kind and tenant (None: hub-wide)."""
+
+    schedule: SyncSchedule
+    kind: SyncKind
+    tenant: Tenant | None
+
+    @property
+    def entry_name(self) -> str:
+        return f"{beat.ENTRY_PREFIX}{self.kind.name}:{self.tenant.slug if self.tenant else HUB_SCOPE}"
+
+    def spec(self, hub: HubResources) -> str:
+        return self.schedule.schedule or getattr(hub.settings, self.kind.default_setting)
+
+
+# --- which syncs exist ---------------------------------------------------------------------
+
+def _connected_products(db_session: Session, tenant: Tenant) -> set[str]:
+    """Products the tenant is entitled to and actively connected to."""
+    codes = db_session.scalars(
+        select(Product.code).join(Connection, Connection.product_id == Product.id).where(
+            Connection.tenant_id == tenant.id, Connection.is_active.is_(True)))
+    return {code for code in codes
+            if tenant_owns_product(db_session=db_session, tenant_id=str(tenant.id),
+                                   product=code)}
+
+
+def _applies(kind: SyncKind, products: set[str]) -> bool:
+    return kind.product in products if kind.product else bool(products)
+
+
+def _wanted_scopes(db_session: Session, tenant_id: uuid.UUID | None = None
+                   ) -> list[tuple[SyncKind, Tenant | None]]:
+    wanted: list[tuple[SyncKind, Tenant | None]] = [
+        (kind, None) for kind in SYNC_KINDS.values() if kind.hub_wide]
+    query = select(Tenant).where(Tenant.is_active.is_(True)).order_by(Tenant.slug)
+    if tenant_id is not None:
+        query = query.where(Tenant.id == tenant_id)
+    for tenant in db_session.scalars(query):
+        products = _connected_products(db_session, tenant)
+        wanted += [(kind, tenant) for kind in SYNC_KINDS.values()
+                   if not kind.hub_wide and _applies(kind, products)]
+    return wanted
+
+
+def _scope(tenant: Tenant | None) -> str:
+    return str(tenant.id) if tenant else HUB_SCOPE
+
+
+def active_syncs(db_session: Session, *, tenant_id: str | None = None,
+                 create_missing: bool = False) -> list[ActiveSync]:
+    """The syncs that apply now (all, or one tenant's plus the hub-wide ones), in a stable
+    order. With ``create_missing``, schedules that apply but have no row yet get one that
+    follows the defaults."""
+    wanted = _wanted_scopes(db_session, uuid.UUID(tenant_id) if tenant_id else None)
+    rows = {(row.kind, row.scope): row for row in db_session.scalars(select(SyncSchedule))}
+    if create_missing:
+        missing = [(kind, tenant) for kind, tenant in wanted
+                   if (kind.name, _scope(tenant)) not in rows]
+        if missing:
+            for kind, tenant in missing:
+                db_session.add(SyncSchedule(kind=kind.name, scope=_scope(tenant),
+                                            tenant_id=tenant.id if tenant else None))
+            try:
+                db_session.commit()
+            except IntegrityError:
+                # Another process created them at the same moment: theirs are as good.
+                db_session.rollback()
+            rows = {(row.kind, row.scope): row for row in db_session.scalars(select(SyncSchedule))}
+    return [ActiveSync(rows[(kind.name, _scope(tenant))], kind, tenant)
+            for kind, tenant in wanted if (kind.name, _scope(tenant)) in rows]
+
+
+def apply_schedules(hub: HubResources) -> dict:
+    """Create the schedules new tenants need and make beat's entries match the enabled ones."""
+    syncs = active_syncs(hub.database.session, create_missing=True)
+    wanted = {sync.entry_name: beat.WantedEntry(task=sync.kind.task,
+                                                schedule_id=str(sync.schedule.id),
+                                                spec=sync.spec(hub))
+              for sync in syncs if sync.schedule.enabled}
+    changes = beat.write_entries(wanted)
+    return {"schedules": len(syncs), "enabled": len(wanted), "added": changes.added,
+            "changed": changes.changed, "removed": changes.removed}
+
+
+def _find(db_session: Session, schedule_id: str, *, tenant_id: str | None = None
+          ) -> ActiveSync:
+    """The active sync with this id, visible to ``tenant_id`` (None: the hub's operators).
+    Another tenant's sync is 404, like a missing one."""
+    try:
+        wanted = uuid.UUID(str(schedule_id))
+    except ValueError:
+        raise SyncProblem(404, "No such sync.") from None
+    for sync in active_syncs(db_session, tenant_id=tenant_id):
+        if sync.schedule.id == wanted:
+            return sync
+    raise SyncProblem(404, "No such sync.")
+
+
+def sync_id_for(db_session: Session, kind: str, tenant_slug: str) -> str:
+    """The id of the active ``kind`` sync of a tenant (slug), or of the hub (``hub``)."""
+    for sync in active_syncs(db_session):
+        owner = sync.tenant.slug if sync.tenant else HUB_SCOPE
+        if sync.kind.name == kind and owner == tenant_slug:
+            return str(sync.schedule.id)
+    raise SyncProblem(404, f"No active {kind} sync for {tenant_slug}.")
+
+
+# --- running one ---------------------------------------------------------------------------
+
+def _failure_message(kind: SyncKind, failure: BaseException) -> str:
+    """A PHI-free sentence for a failed run (exception text may quote downstream data)."""
+    system = kind.product or "hospital"
+    if isinstance(failure, DownstreamUnavailable):
+        return f"The {system} system is unavailable (it timed out, failed, or its circuit " \
+               "breaker is open)."
+    if isinstance(failure, (DownstreamRejected, *MAPPING_ERRORS)):
+        return f"The {system} system gave an answer the hub cannot use."
+    if isinstance(failure, (NotConnected, CredentialUnavailable)):
+        return f"The tenant's {system} system is not connected (or its credential is missing)."
+    if isinstance(failure, SoftTimeLimitExceeded):
+        return "The run took longer than the task time limit and was stopped."
+    if isinstance(failure, UnsafeReport):
+        return "The run's report was refused: it was not PHI-free."
+    if isinstance(failure, Problem):
+        return scrub(failure.detail)
+    if isinstance(failure, SQLAlchemyError):
+        return "The hub's database refused the run's changes."
+    return f"Unexpected error ({type(failure).__name__}); see the worker log."
+
+
+def _checked_report(value, path: str = "report"):
+    """Return ``value`` if it holds only counts, flags, ids and short codes."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or scrub(key) != key or len(key) > 64:
+                raise UnsafeReport(path)
+            _checked_report(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _checked_report(item, f"{path}[]")
+    elif isinstance(value, str):
+        if len(value) > 64 or scrub(value) != value:
+            raise UnsafeReport(path)
+    elif not (value is None or isinstance(value, (int, float, bool))):
+        raise UnsafeReport(path)
+    return value
+
+
+def _record_skip(db_session: Session, schedule_id: uuid.UUID, task_id: str | None) -> SyncRun:
+    now = utcnow()
+    run = SyncRun(schedule_id=schedule_id, outcome="skipped", started_at=now, finished_at=now,
+                  duration_ms=0, task_id=task_id)
+    db_session.add(run)
+    db_session.execute(update(SyncSchedule).where(SyncSchedule.id == schedule_id)
+                       .values(skipped_runs=SyncSchedule.skipped_runs + 1))
+    db_session.commit()
+    return run
+
+
+def run_sync(hub: HubResources, schedule_id: str, *, task_id: str | None = None,
+             lock_seconds: int | None = None) -> dict:
+    """Run one sync now, unless its previous run is still going (then record a skip).
+
+    Returns what the task returns: ids and the outcome, nothing else. A failure is recorded on
+    the run (PHI-free) and the schedule's failure streak; the next run starts afresh.
+    """
+    db_session = hub.database.session
+    try:
+        sync = _find(db_session, schedule_id)
+    except SyncProblem:
+        logger.info("sync run dropped: schedule gone or no longer applies",
+                    extra={"schedule_id": str(schedule_id)})
+        return {"schedule_id": str(schedule_id), "outcome": "dropped"}
+    schedule = sync.schedule
+    lock = hub.redis.lock(f"{LOCK_PREFIX}{schedule.id}",
+                          timeout=lock_seconds or hub.settings.hub_task_time_limit + 60)
+    if not lock.acquire(blocking=False):
+        run = _record_skip(db_session, schedule.id, task_id)
+        logger.warning("sync skipped: its previous run is still going",
+                       extra={"sync": sync.kind.name, "schedule_id": str(schedule.id)})
+        return {"schedule_id": str(schedule.id), "run_id": str(run.id), "outcome": "skipped"}
+    try:
+        return _run_locked(hub, sync, task_id)
+    finally:
+        try:
+            lock.release()
+        except LockError:  # it outlived its timeout; another run may hold it by now
+            logger.warning("sync lock expired before its run ended",
+                           extra={"sync": sync.kind.name, "schedule_id": str(schedule.id)})
+
+
+def _run_locked(hub: HubResources, sync: ActiveSync, task_id: str | None) -> dict:
+    db_session = hub.database.session
+    schedule_id = sync.schedule.id
+    # Holding the lock means no run of this schedule is going: a "running" row left behind is
+    # a run whose worker died (killed, out of memory) before it could record its outcome.
+    db_session.execute(update(SyncRun).where(
+        SyncRun.schedule_id == schedule_id, SyncRun.outcome == "running").values(
+        outcome="failed", finished_at=utcnow(),
+        error="The run stopped without recording an outcome (its worker died)."))
+    run = SyncRun(schedule_id=schedule_id, outcome="running", started_at=utcnow(),
+                  task_id=task_id)
+    db_session.add(run)
+    db_session.commit()
+    run_id = run.id
+    started = time.perf_counter()
+    report, error, unexpected = None, None, None
+    try:
+        report = _checked_report(sync.kind.run(hub, sync.tenant))
+        outcome = "succeeded"
+    except Exception as failure:  # noqa: BLE001 - every failure is recorded, then judged
+        db_session.rollback()
+        outcome, error = "failed", _failure_message(sync.kind, failure)
+        expected = (DownstreamUnavailable, DownstreamRejected, NotConnected,
+                    CredentialUnavailable, SoftTimeLimitExceeded, UnsafeReport, Problem,
+                    *MAPPING_ERRORS)
+        if not isinstance(failure, expected):
+            unexpected = failure
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    run = db_session.get(SyncRun, run_id)
+    run.outcome, run.finished_at, run.duration_ms = outcome, utcnow(), duration_ms
+    run.report, run.error = report, error
+    streak = 0 if outcome == "succeeded" else SyncSchedule.consecutive_failures + 1
+    db_session.execute(update(SyncSchedule).where(SyncSchedule.id == schedule_id)
+                       .values(consecutive_failures=streak))
+    db_session.commit()
+    log = logger.info if outcome == "succeeded" else logger.warning
+    log("sync run %s", outcome, extra={"sync": sync.kind.name, "schedule_id": str(schedule_id),
+                                       "duration_ms": duration_ms})
+    if unexpected is not None:
+        raise unexpected
+    return {"schedule_id": str(schedule_id), "run_id": str(run_id), "outcome": outcome}
+
+
+# --- what operators see and change ---------------------------------------------------------
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _run_view(run: SyncRun | None, *, with_report: bool) -> dict | None:
+    if run is None:
+        return None
+    return {"id": str(run.id), "outcome": run.outcome, "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at),
+            "duration_seconds": None if run.duration_ms is None else run.duration_ms / 1000,
+            "error": run.error, "report": run.report if with_report else None}
+
+
+def _latest(db_session: Session, schedule_id: uuid.UUID, outcomes: tuple[str, ...]
+            ) -> SyncRun | None:
+    return db_session.scalar(select(SyncRun).where(
+        SyncRun.schedule_id == schedule_id, SyncRun.outcome.in_(outcomes))
+        .order_by(SyncRun.started_at.desc()).limit(1))
+
+
+def _status(sync: ActiveSync, last: SyncRun | None) -> str:
+    if not sync.schedule.enabled:
+        return "disabled"
+    if last is None:
+        return "never_run"
+    return {"running": "running", "succeeded": "ok", "failed": "failing"}[last.outcome]
+
+
+def _view(hub: HubResources, sync: ActiveSync, due: datetime | None, *, viewer_tenant: bool,
+          recent: bool = False) -> dict:
+    db_session = hub.database.session
+    schedule = sync.schedule
+    spec = sync.spec(hub)
+    # A tenant's client sees hub-wide syncs' health, not their counts (which span tenants).
+    with_report = not (viewer_tenant and sync.tenant is None)
+    last = _latest(db_session, schedule.id, ("running", "succeeded", "failed"))
+    last_success = last if last is not None and last.outcome == "succeeded" else \
+        _latest(db_session, schedule.id, ("succeeded",))
+    view = {
+        "id": str(schedule.id), "sync": sync.kind.name,
+        "scope": "hub" if sync.tenant is None else "tenant",
+        "tenant": sync.tenant.slug if sync.tenant else None,
+        "description": sync.kind.description, "task": sync.kind.task,
+        "schedule": {"spec": spec, **described(spec), "customized": schedule.schedule is not None},
+        "enabled": schedule.enabled, "status": _status(sync, last),
+        "next_due_at": _iso(due) if schedule.enabled else None,
+        "last_run": _run_view(last, with_report=with_report),
+        "last_succeeded_at": _iso(last_success.finished_at) if last_success else None,
+        "consecutive_failures": schedule.consecutive_failures,
+        "skipped_runs": schedule.skipped_runs,
+        "updated_at": _iso(schedule.updated_at), "updated_by": schedule.updated_by,
+    }
+    if recent:
+        runs = db_session.scalars(select(SyncRun).where(SyncRun.schedule_id == schedule.id)
+                                  .order_by(SyncRun.started_at.desc()).limit(RECENT_RUNS))
+        view["recent_runs"] = [_run_view(run, with_report=with_report) for run in runs]
+    return view
+
+
+def list_syncs(hub: HubResources, *, tenant_id: str | None) -> list[dict]:
+    """Every sync the viewer may see (a tenant: its own and the hub-wide ones; the hub's
+    operators, ``tenant_id`` None: all), with schedule, last run, next due time and status."""
+    syncs = active_syncs(hub.database.session, tenant_id=tenant_id)
+    due = beat.next_due([sync.entry_name for sync in syncs])
+    return [_view(hub, sync, due.get(sync.entry_name), viewer_tenant=tenant_id is not None)
+            for sync in syncs]
+
+
+def get_sync(hub: HubResources, schedule_id: str, *, tenant_id: str | None) -> dict:
+    """One sync as ``list_syncs`` shows it, with its most recent runs."""
+    sync = _find(hub.database.session, schedule_id, tenant_id=tenant_id)
+    due = beat.next_due([sync.entry_name])
+    return _view(hub, sync, due.get(sync.entry_name), viewer_tenant=tenant_id is not None,
+                 recent=True)
+
+
+_UNSET = object()
+
+
+def update_sync(hub: HubResources, schedule_id: str, *, tenant_id: str | None, actor: str,
+                schedule=_UNSET, enabled: bool | None = None) -> dict:
+    """Change a sync's schedule (a spec; None returns to the default) and/or switch it on or
+    off; beat follows within one loop. A tenant may change only its own syncs."""
+    db_session = hub.database.session
+    sync = _find(db_session, schedule_id, tenant_id=tenant_id)
+    if tenant_id is not None and sync.tenant is None:
+        raise SyncProblem(403, "Hub-wide syncs are changed by the hub's operators (see "
+                               "docs/syncs.md).", problem_type="hub-wide-sync")
+    row = sync.schedule
+    if schedule is not _UNSET:
+        if schedule is not None:
+            try:
+                parse_schedule(schedule, min_interval=hub.settings.hub_sync_min_interval)
+            except InvalidSchedule as invalid:
+                raise SyncProblem(422, "The request has invalid fields; see errors.",
+                                  errors={"json": {"schedule": [str(invalid)]}}) from None
+            schedule = normalized(schedule)
+        row.schedule = schedule
+    if enabled is not None:
+        row.enabled = enabled
+    row.updated_by = actor
+    row.updated_at = utcnow()
+    db_session.commit()
+    apply_schedules(hub)
+    return get_sync(hub, schedule_id, tenant_id=tenant_id)
+
+
+def trigger_sync(hub: HubResources, schedule_id: str, *, tenant_id: str | None) -> dict:
+    """Send a sync's task now; its single-flight lock still applies."""
+    sync = _find(hub.database.session, schedule_id, tenant_id=tenant_id)
+    if tenant_id is not None and sync.tenant is None:
+        raise SyncProblem(403, "Hub-wide syncs are run by the hub's operators (see "
+                               "docs/syncs.md).", problem_type="hub-wide-sync")
+    task_id = dispatch.run_sync_now(task_name=sync.kind.task, schedule_id=str(sync.schedule.id))
+    return {"id": str(sync.schedule.id), "task_id": task_id}
+

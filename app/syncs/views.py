@@ -1,0 +1,69 @@
+"""``/v1/admin/syncs``: each scheduled sync's schedule, last run, next due time and health;
+operators change a tenant's schedule, switch a sync off, or run it now."""
+
+from __future__ import annotations
+
+from flask import g
+from flask_smorest import Blueprint
+
+from app.auth.principal import current_principal, requires_scopes
+from app.extensions import resources
+from app.syncs import service
+from app.syncs.schemas import SyncChangeSchema, SyncListSchema, SyncSchema, SyncTriggeredSchema
+
+blp = Blueprint("syncs", __name__, url_prefix="/v1/admin",
+                description="Scheduled syncs (beat): the tenant's own and the hub-wide ones.")
+
+
+@blp.get("/syncs")
+@blp.response(200, SyncListSchema)
+@blp.alt_response(403, description="Scope admin missing.")
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("admin")
+def list_syncs():
+    """Every sync of the caller's tenant, and the hub-wide ones, with their status."""
+    g.audit_resource_type = "syncs"
+    return {"items": service.list_syncs(resources(),
+                                        tenant_id=current_principal().tenant_id)}
+
+
+@blp.get("/syncs/<sync_id>")
+@blp.response(200, SyncSchema)
+@blp.alt_response(404, description="No such sync for this tenant.")
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("admin")
+def get_sync(sync_id: str):
+    """One sync, with its most recent runs."""
+    g.audit_resource_type = "syncs"
+    return service.get_sync(resources(), sync_id, tenant_id=current_principal().tenant_id)
+
+
+@blp.patch("/syncs/<sync_id>")
+@blp.arguments(SyncChangeSchema)
+@blp.response(200, SyncSchema)
+@blp.alt_response(403, description="A hub-wide sync (changed with the CLI), or scope admin "
+                  "missing.")
+@blp.alt_response(404, description="No such sync for this tenant.")
+@blp.alt_response(422, description="Invalid schedule; `errors` says why.")
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("admin")
+def change_sync(body: dict, sync_id: str):
+    """Change the schedule (`null`: back to the default) or switch the sync on or off. Beat
+    follows within `HUB_BEAT_MAX_LOOP_INTERVAL` seconds."""
+    g.audit_resource_type = "syncs"
+    principal = current_principal()
+    changes = {key: body[key] for key in ("schedule", "enabled") if key in body}
+    return service.update_sync(resources(), sync_id, tenant_id=principal.tenant_id,
+                               actor=f"client:{principal.client_id}", **changes)
+
+
+@blp.post("/syncs/<sync_id>/run")
+@blp.response(202, SyncTriggeredSchema)
+@blp.alt_response(403, description="A hub-wide sync, or scope admin missing.")
+@blp.alt_response(404, description="No such sync for this tenant.")
+@blp.doc(security=[{"bearer": []}])
+@requires_scopes("admin")
+def run_sync(sync_id: str):
+    """Run the sync now (skipped and counted if its previous run is still going)."""
+    g.audit_resource_type = "syncs"
+    return service.trigger_sync(resources(), sync_id, tenant_id=current_principal().tenant_id)
