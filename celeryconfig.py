@@ -96,8 +96,9 @@ enable_utc = True
 beat_scheduler = "redbeat.RedBeatScheduler"
 redbeat_redis_url = _settings.redis_url
 redbeat_key_prefix = "hub:beat:"
-# Reconnect instead of exiting when Redis blips (redbeat retries for this many seconds).
-redbeat_redis_options = {"retry_period": 60}
+# Reconnect instead of exiting when Redis blips (redbeat retries for this many seconds); the
+# timeouts turn an unreachable Redis into an error that is retried instead of a hang.
+redbeat_redis_options = {"retry_period": 60, "socket_connect_timeout": 2, "socket_timeout": 5}
 # Beat looks at its schedule at least this often: how soon a changed schedule takes effect.
 beat_max_loop_interval = _settings.hub_beat_max_loop_interval
 # A beat that died without releasing its lock blocks a new one for at most this long (the

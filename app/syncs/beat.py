@@ -9,13 +9,18 @@ last run it counts from. Beat reads the entries on every loop: a change here rea
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
+import redis
+from redbeat.schedulers import REDBEAT_REDIS_KEY, RedBeatSchedulerEntry, ensure_conf, get_redis
 
 from app.jobs.dispatch import celery_client
+from app.redis_connection import make_redis
 from app.syncs.specs import expires_seconds, is_interval, parse_schedule
+
+logger = logging.getLogger(__name__)
 
 ENTRY_PREFIX = "sync:"
 
@@ -38,7 +43,11 @@ class BeatChanges:
 
 def _app():
     app = celery_client()
-    ensure_conf(app)
+    if getattr(app, REDBEAT_REDIS_KEY, None) is None:
+        ensure_conf(app)
+        # The hub's own short-timeout client: an API request or a task fails fast when Redis is
+        # unreachable (beat itself keeps redbeat's retrying connection, see celeryconfig).
+        setattr(app, REDBEAT_REDIS_KEY, make_redis(app.redbeat_conf.redis_url))
     return app
 
 
@@ -82,15 +91,20 @@ def write_entries(wanted: dict[str, WantedEntry]) -> BeatChanges:
 
 
 def next_due(names: list[str]) -> dict[str, datetime | None]:
-    """When beat will next send each named entry (None: no entry, i.e. disabled)."""
+    """When beat will next send each named entry (None: no entry, i.e. disabled, or Redis is
+    unreachable: the rest of a status answer does not depend on it)."""
     if not names:
         return {}
     app = _app()
     prefix = app.redbeat_conf.key_prefix
-    with get_redis(app).pipeline() as pipe:
-        for name in names:
-            pipe.zscore(app.redbeat_conf.schedule_key, prefix + name)
-        scores = pipe.execute()
+    try:
+        with get_redis(app).pipeline() as pipe:
+            for name in names:
+                pipe.zscore(app.redbeat_conf.schedule_key, prefix + name)
+            scores = pipe.execute()
+    except redis.RedisError:
+        logger.warning("beat's schedule is unreachable: next due times unknown")
+        return dict.fromkeys(names)
     return {name: datetime.fromtimestamp(score, UTC) if score is not None and score >= 0
             else None for name, score in zip(names, scores, strict=True)}
 

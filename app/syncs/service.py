@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import LockError
 from sqlalchemy import select, update
@@ -395,7 +396,12 @@ def update_sync(hub: HubResources, schedule_id: str, *, tenant_id: str | None, a
     row.updated_by = actor
     row.updated_at = utcnow()
     db_session.commit()
-    apply_schedules(hub)
+    try:
+        apply_schedules(hub)
+    except redis.RedisError:
+        # The change is recorded; the periodic apply (every minute) hands it to beat.
+        logger.warning("sync change saved but not yet in beat's schedule: Redis unreachable",
+                       extra={"schedule_id": str(row.id)})
     return get_sync(hub, schedule_id, tenant_id=tenant_id)
 
 
