@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from app.canonical.times import to_utc
 from app.connectors.base import MAPPING_ERRORS
 from app.connectors.credentials import CredentialUnavailable
 from app.connectors.resilience import DownstreamRejected, DownstreamUnavailable
@@ -294,7 +295,8 @@ def _run_locked(hub: HubResources, sync: ActiveSync, task_id: str | None) -> dic
 # --- what operators see and change ---------------------------------------------------------
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+    # The database hands back naive UTC on SQLite, aware UTC on PostgreSQL.
+    return to_utc(moment).isoformat().replace("+00:00", "Z") if moment else None
 
 
 def _run_view(run: SyncRun | None, *, with_report: bool) -> dict | None:
