@@ -102,3 +102,16 @@ def test_warming_with_a_system_down_fails_visibly_and_keeps_the_cached_answers(
     assert cached_entries(hub) == before
     view = service.get_sync(hub, str(run.schedule_id), tenant_id=None)
     assert view["status"] == "failing" and view["consecutive_failures"] == 1
+
+
+def test_many_one_off_lookups_between_runs_keep_the_set_bounded(hub):
+    for number in range(hot.TRIM_TO + 50):
+        hot.record_use(hub.redis, tenant=TENANT, lookup="inventory", consumer="administration",
+                       args={"unit": None, "ndc11": None, "cursor": None, "page_size": number})
+    for _ in range(3):
+        hot.record_use(hub.redis, tenant=TENANT, lookup="container_origin",
+                       consumer="administration", args={"container_id": "NGH-C00000001"})
+
+    key = hot.HOT_KEY.format(tenant=TENANT)
+    assert hub.redis.zcard(key) <= hot.TRIM_TO
+    assert hot.hottest(hub.redis, TENANT, 1)[0]["lookup"] == "container_origin"

@@ -17,6 +17,8 @@ HOT_KEY = "hub:hot-lookups:{tenant}"
 # Members kept per tenant, and the decayed count below which a member is forgotten.
 MAX_TRACKED = 500
 FORGET_BELOW = 0.25
+# Between warming runs the set never holds more than this; past it, it is cut to MAX_TRACKED.
+TRIM_TO = 2 * MAX_TRACKED
 
 
 def _encode(value):
@@ -30,8 +32,17 @@ def record_use(redis_client: redis.Redis, *, tenant: str, lookup: str, consumer:
     """Count one use of a lookup (a Redis outage only loses the count)."""
     member = json.dumps({"lookup": lookup, "consumer": consumer, "args": args},
                         sort_keys=True, separators=(",", ":"), default=_encode)
+    key = HOT_KEY.format(tenant=tenant)
     try:
-        redis_client.zincrby(HOT_KEY.format(tenant=tenant), 1, member)
+        with redis_client.pipeline(transaction=False) as pipe:
+            pipe.zincrby(key, 1, member)
+            pipe.zcard(key)
+            _score, size = pipe.execute()
+        if size > TRIM_TO:
+            # Many one-off lookups (unique windows, deep pages) between two warming runs must
+            # not grow the set without bound: keep the most used, and leave room for new ones
+            # to be counted (trimming only to TRIM_TO would drop each newcomer at once).
+            redis_client.zremrangebyrank(key, 0, -(MAX_TRACKED + 1))
     except redis.RedisError:
         pass
 
