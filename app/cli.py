@@ -284,7 +284,7 @@ def _sync_id(kind: str, owner: str) -> str:
     from app.syncs.service import SyncProblem, sync_id_for
 
     try:
-        return sync_id_for(resources().database.session, kind, owner)
+        return sync_id_for(db_session=resources().database.session, kind=kind, owner=owner)
     except SyncProblem as problem:
         raise click.ClickException(problem.detail) from None
 
@@ -296,7 +296,7 @@ def list_syncs(tenant_slug: str | None) -> None:
     from app.syncs.service import list_syncs as syncs
 
     tenant_id = str(_tenant(tenant_slug).id) if tenant_slug else None
-    for view in syncs(resources(), tenant_id=tenant_id):
+    for view in syncs(hub=resources(), tenant_id=tenant_id):
         last = view["last_run"] or {}
         click.echo(
             f"{view['sync']:20} {view['tenant'] or 'hub':18} "
@@ -317,8 +317,8 @@ def show_sync(kind: str, owner: str) -> None:
     """One sync with its recent runs and their reports, as JSON."""
     from app.syncs.service import get_sync
 
-    click.echo(json.dumps(get_sync(resources(), _sync_id(kind, owner), tenant_id=None),
-                          indent=2))
+    view = get_sync(hub=resources(), schedule_id=_sync_id(kind, owner), tenant_id=None)
+    click.echo(json.dumps(view, indent=2))
 
 
 @syncs_cli.command("set")
@@ -345,8 +345,8 @@ def set_sync(kind: str, owner: str, spec: str | None, use_default: bool,
         raise click.UsageError("nothing to change: give --schedule, --default, --enable or "
                                "--disable")
     try:
-        view = update_sync(resources(), _sync_id(kind, owner), tenant_id=None, actor="cli",
-                           **changes)
+        view = update_sync(hub=resources(), schedule_id=_sync_id(kind, owner), tenant_id=None,
+                           actor="cli", **changes)
     except SyncProblem as problem:
         detail = problem.detail
         if problem.errors:
@@ -364,7 +364,7 @@ def run_sync_now(kind: str, owner: str) -> None:
     """Send one sync's task now (skipped and counted if its previous run is still going)."""
     from app.syncs.service import trigger_sync
 
-    sent = trigger_sync(resources(), _sync_id(kind, owner), tenant_id=None)
+    sent = trigger_sync(hub=resources(), schedule_id=_sync_id(kind, owner), tenant_id=None)
     click.echo(f"sent task {sent['task_id']}")
 
 
@@ -373,4 +373,4 @@ def apply_syncs() -> None:
     """Create new tenants' syncs and write every enabled one into beat's schedule now."""
     from app.syncs.service import apply_schedules
 
-    click.echo(json.dumps(apply_schedules(resources())))
+    click.echo(json.dumps(apply_schedules(hub=resources())))

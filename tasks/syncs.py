@@ -11,7 +11,8 @@ from tasks.celery_app import celery_app
 
 
 def _run(task, schedule_id: str) -> dict:
-    return run_sync(current_app.extensions["hub"], schedule_id, task_id=task.request.id)
+    return run_sync(hub=current_app.extensions["hub"], schedule_id=schedule_id,
+                    task_id=task.request.id)
 
 
 @celery_app.task(name="hub.io.sync_inventory_snapshot", bind=True)
@@ -41,4 +42,4 @@ def purge_expired_data(self, schedule_id: str) -> dict:
 @celery_app.task(name="hub.maintenance.apply_sync_schedules")
 def apply_sync_schedules() -> dict:
     """Give new tenants their syncs and make beat's entries match the schedules table."""
-    return apply_schedules(current_app.extensions["hub"])
+    return apply_schedules(hub=current_app.extensions["hub"])

@@ -132,15 +132,15 @@ def test_a_second_purge_finds_nothing_more(session):
 
 def test_the_retention_purge_sync_runs_on_a_worker_and_keeps_its_report(celery_worker, hub):
     session = hub.database.session
-    service.active_syncs(session, create_missing=True)
-    sync_id = service.sync_id_for(session, "retention_purge", "hub")
+    service.active_syncs(db_session=session, create_missing=True)
+    sync_id = service.sync_id_for(db_session=session, kind="retention_purge", owner="hub")
     retention = hub.settings.hub_sync_run_retention_days
     expired = SyncRun(schedule_id=uuid.UUID(sync_id), outcome="succeeded",
                       started_at=datetime.now(UTC) - timedelta(days=retention + 1))
     session.add(expired)
     session.commit()
 
-    task_id = service.trigger_sync(hub, sync_id, tenant_id=None)["task_id"]
+    task_id = service.trigger_sync(hub=hub, schedule_id=sync_id, tenant_id=None)["task_id"]
 
     def the_run() -> SyncRun | None:
         with hub.database.new_session() as reader:
@@ -156,5 +156,5 @@ def test_the_retention_purge_sync_runs_on_a_worker_and_keeps_its_report(celery_w
     assert run.report["sync_runs"] >= 1 and run.error is None and run.duration_ms >= 0
     with hub.database.new_session() as reader:
         assert reader.get(SyncRun, expired.id) is None
-    view = service.get_sync(hub, sync_id, tenant_id=None)
+    view = service.get_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
     assert view["last_run"]["id"] == str(run.id) and view["last_run"]["report"] == run.report

@@ -41,14 +41,14 @@ PURGE_REPORT_KEYS = {"started_at", "job_results", "idempotency_keys", "unit_part
 # --- helpers -------------------------------------------------------------------------------
 
 def sync_id(hub, kind: str, owner: str = TENANT) -> str:
-    return service.sync_id_for(hub.database.session, kind, owner)
+    return service.sync_id_for(db_session=hub.database.session, kind=kind, owner=owner)
 
 
 def enable(hub, kind: str, owner: str = TENANT, spec: str | None = None) -> str:
     """Switch one sync on (as the hub's operators do), on ``spec`` or its default."""
     schedule_id = sync_id(hub, kind, owner)
-    service.update_sync(hub, schedule_id, tenant_id=None, actor="test", schedule=spec,
-                        enabled=True)
+    service.update_sync(hub=hub, schedule_id=schedule_id, tenant_id=None, actor="test",
+                        schedule=spec, enabled=True)
     return schedule_id
 
 
@@ -79,7 +79,7 @@ def finished_run(hub, task_id: str, *, timeout: float = 60) -> SyncRun:
 
 def run_now(hub, kind: str, owner: str = TENANT) -> SyncRun:
     """Send one sync's task as the hub's operators do and wait for its run's outcome."""
-    sent = service.trigger_sync(hub, sync_id(hub, kind, owner), tenant_id=None)
+    sent = service.trigger_sync(hub=hub, schedule_id=sync_id(hub, kind, owner), tenant_id=None)
     return finished_run(hub, sent["task_id"])
 
 
@@ -554,7 +554,7 @@ def test_cli_lists_every_tenants_syncs(cli, hub):
             if line and not line.startswith((" ", "("))]
     shown = {(row[0], row[1]) for row in rows}
     expected = {(sync.kind.name, sync.tenant.slug if sync.tenant else "hub")
-                for sync in service.active_syncs(hub.database.session)}
+                for sync in service.active_syncs(db_session=hub.database.session)}
     assert shown == expected and len(rows) == len(expected)
     assert {("inventory_snapshot", "north-general"), ("inventory_snapshot", "river-valley"),
             ("nightly_counts", "lakeside-clinic"), ("retention_purge", "hub")} <= shown
@@ -626,7 +626,7 @@ def test_cli_refuses_bad_schedules_and_unknown_syncs_clearly(cli, hub, args, mes
 def test_cli_apply_writes_the_enabled_syncs_into_beat_and_prints_counts(cli, hub):
     enable(hub, "cache_warming")
     enable(hub, "retention_purge", "hub")
-    everything = len(service.active_syncs(hub.database.session))
+    everything = len(service.active_syncs(db_session=hub.database.session))
     removed_entry = entry_name("cache_warming")
     beat.write_entries({})  # beat lost its entries: apply puts them back
 

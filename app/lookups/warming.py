@@ -39,7 +39,7 @@ def _principal(tenant: Tenant, lookup: str, consumer: str) -> Principal:
                      scopes=frozenset({RESOURCES[lookup].scope}))
 
 
-def warm_cache(hub: HubResources, tenant: Tenant) -> dict:
+def warm_cache(*, hub: HubResources, tenant: Tenant) -> dict:
     """Refresh the tenant's hottest lookups in the cache; report what happened to them.
 
     Raises ``WarmingIncomplete`` (the run fails) when a system was unavailable for some of

@@ -50,12 +50,12 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
     SyncKind("cache_warming", "hub.io.warm_cache", False, None,
              "hub_sync_cache_warming",
              "The tenant's most requested lookups, refreshed in the cache before they expire.",
-             lambda hub, tenant: warm_cache(hub, tenant)),
+             lambda hub, tenant: warm_cache(hub=hub, tenant=tenant)),
     SyncKind("nightly_counts", "hub.io.submit_nightly_counts", False, "administration",
              "hub_sync_nightly_counts",
              "The previous local day's administration counts per unit and medication, "
              "submitted as an administration_counts job (see /v1/jobs).",
-             lambda hub, tenant: submit_previous_day_counts(hub, tenant)),
+             lambda hub, tenant: submit_previous_day_counts(hub=hub, tenant=tenant)),
     SyncKind("retention_purge", "hub.maintenance.purge_expired_data", True, None,
              "hub_sync_retention_purge",
              "Hub-wide: removes expired job results, idempotency keys, unit partials, old sync "

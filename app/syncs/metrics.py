@@ -75,5 +75,5 @@ class SyncCollector:
 def render_sync_metrics(hub: HubResources) -> bytes:
     """The exposition text of every sync's figures."""
     registry = CollectorRegistry()
-    registry.register(SyncCollector(list_syncs(hub, tenant_id=None)))
+    registry.register(SyncCollector(list_syncs(hub=hub, tenant_id=None)))
     return generate_latest(registry)

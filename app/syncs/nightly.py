@@ -31,7 +31,7 @@ def idempotency_key(day: date) -> str:
     return f"nightly-administration-counts:{day.isoformat()}"
 
 
-def submit_previous_day_counts(hub: HubResources, tenant: Tenant, *,
+def submit_previous_day_counts(*, hub: HubResources, tenant: Tenant,
                                now: datetime | None = None) -> dict:
     """Submit (once per day: the idempotency key names the day) the counts job of the
     tenant's previous local day; report which day and which job."""

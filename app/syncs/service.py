@@ -66,7 +66,8 @@ class ActiveSync:
 
     @property
     def entry_name(self) -> str:
-        return f"{beat.ENTRY_PREFIX}{self.kind.name}:{self.tenant.slug if self.tenant else HUB_SCOPE}"
+        owner = self.tenant.slug if self.tenant else HUB_SCOPE
+        return f"{beat.ENTRY_PREFIX}{self.kind.name}:{owner}"
 
     def spec(self, hub: HubResources) -> str:
         return self.schedule.schedule or getattr(hub.settings, self.kind.default_setting)
@@ -106,7 +107,7 @@ def _scope(tenant: Tenant | None) -> str:
     return str(tenant.id) if tenant else HUB_SCOPE
 
 
-def active_syncs(db_session: Session, *, tenant_id: str | None = None,
+def active_syncs(*, db_session: Session, tenant_id: str | None = None,
                  create_missing: bool = False) -> list[ActiveSync]:
     """The syncs that apply now (all, or one tenant's plus the hub-wide ones), in a stable
     order. With ``create_missing``, schedules that apply but have no row yet get one that
@@ -130,9 +131,9 @@ def active_syncs(db_session: Session, *, tenant_id: str | None = None,
             for kind, tenant in wanted if (kind.name, _scope(tenant)) in rows]
 
 
-def apply_schedules(hub: HubResources) -> dict:
+def apply_schedules(*, hub: HubResources) -> dict:
     """Create the schedules new tenants need and make beat's entries match the enabled ones."""
-    syncs = active_syncs(hub.database.session, create_missing=True)
+    syncs = active_syncs(db_session=hub.database.session, create_missing=True)
     wanted = {sync.entry_name: beat.WantedEntry(task=sync.kind.task,
                                                 schedule_id=str(sync.schedule.id),
                                                 spec=sync.spec(hub))
@@ -150,19 +151,18 @@ def _find(db_session: Session, schedule_id: str, *, tenant_id: str | None = None
         wanted = uuid.UUID(str(schedule_id))
     except ValueError:
         raise SyncProblem(404, "No such sync.") from None
-    for sync in active_syncs(db_session, tenant_id=tenant_id):
+    for sync in active_syncs(db_session=db_session, tenant_id=tenant_id):
         if sync.schedule.id == wanted:
             return sync
     raise SyncProblem(404, "No such sync.")
 
 
-def sync_id_for(db_session: Session, kind: str, tenant_slug: str) -> str:
-    """The id of the active ``kind`` sync of a tenant (slug), or of the hub (``hub``)."""
-    for sync in active_syncs(db_session):
-        owner = sync.tenant.slug if sync.tenant else HUB_SCOPE
-        if sync.kind.name == kind and owner == tenant_slug:
+def sync_id_for(*, db_session: Session, kind: str, owner: str) -> str:
+    """The id of the active ``kind`` sync of ``owner``: a tenant's slug, or ``hub``."""
+    for sync in active_syncs(db_session=db_session):
+        if sync.kind.name == kind and (sync.tenant.slug if sync.tenant else HUB_SCOPE) == owner:
             return str(sync.schedule.id)
-    raise SyncProblem(404, f"No active {kind} sync for {tenant_slug}.")
+    raise SyncProblem(404, f"No active {kind} sync for {owner}.")
 
 
 # --- running one ---------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def _record_skip(db_session: Session, schedule_id: uuid.UUID, task_id: str | Non
     return run
 
 
-def run_sync(hub: HubResources, schedule_id: str, *, task_id: str | None = None,
+def run_sync(*, hub: HubResources, schedule_id: str, task_id: str | None = None,
              lock_seconds: int | None = None) -> dict:
     """Run one sync now, unless its previous run is still going (then record a skip).
 
@@ -354,16 +354,16 @@ def _view(hub: HubResources, sync: ActiveSync, due: datetime | None, *, viewer_t
     return view
 
 
-def list_syncs(hub: HubResources, *, tenant_id: str | None) -> list[dict]:
+def list_syncs(*, hub: HubResources, tenant_id: str | None) -> list[dict]:
     """Every sync the viewer may see (a tenant: its own and the hub-wide ones; the hub's
     operators, ``tenant_id`` None: all), with schedule, last run, next due time and status."""
-    syncs = active_syncs(hub.database.session, tenant_id=tenant_id)
+    syncs = active_syncs(db_session=hub.database.session, tenant_id=tenant_id)
     due = beat.next_due([sync.entry_name for sync in syncs])
     return [_view(hub, sync, due.get(sync.entry_name), viewer_tenant=tenant_id is not None)
             for sync in syncs]
 
 
-def get_sync(hub: HubResources, schedule_id: str, *, tenant_id: str | None) -> dict:
+def get_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None) -> dict:
     """One sync as ``list_syncs`` shows it, with its most recent runs."""
     sync = _find(hub.database.session, schedule_id, tenant_id=tenant_id)
     due = beat.next_due([sync.entry_name])
@@ -374,7 +374,7 @@ def get_sync(hub: HubResources, schedule_id: str, *, tenant_id: str | None) -> d
 _UNSET = object()
 
 
-def update_sync(hub: HubResources, schedule_id: str, *, tenant_id: str | None, actor: str,
+def update_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None, actor: str,
                 schedule=_UNSET, enabled: bool | None = None) -> dict:
     """Change a sync's schedule (a spec; None returns to the default) and/or switch it on or
     off; beat follows within one loop. A tenant may change only its own syncs."""
@@ -399,15 +399,15 @@ def update_sync(hub: HubResources, schedule_id: str, *, tenant_id: str | None, a
     row.updated_at = utcnow()
     db_session.commit()
     try:
-        apply_schedules(hub)
+        apply_schedules(hub=hub)
     except redis.RedisError:
         # The change is recorded; the periodic apply (every minute) hands it to beat.
         logger.warning("sync change saved but not yet in beat's schedule: Redis unreachable",
                        extra={"schedule_id": str(row.id)})
-    return get_sync(hub, schedule_id, tenant_id=tenant_id)
+    return get_sync(hub=hub, schedule_id=schedule_id, tenant_id=tenant_id)
 
 
-def trigger_sync(hub: HubResources, schedule_id: str, *, tenant_id: str | None) -> dict:
+def trigger_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None) -> dict:
     """Send a sync's task now; its single-flight lock still applies."""
     sync = _find(hub.database.session, schedule_id, tenant_id=tenant_id)
     if tenant_id is not None and sync.tenant is None:

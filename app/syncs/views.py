@@ -23,7 +23,7 @@ blp = Blueprint("syncs", __name__, url_prefix="/v1/admin",
 def list_syncs():
     """Every sync of the caller's tenant, and the hub-wide ones, with their status."""
     g.audit_resource_type = "syncs"
-    return {"items": service.list_syncs(resources(),
+    return {"items": service.list_syncs(hub=resources(),
                                         tenant_id=current_principal().tenant_id)}
 
 
@@ -35,7 +35,8 @@ def list_syncs():
 def get_sync(sync_id: str):
     """One sync, with its most recent runs."""
     g.audit_resource_type = "syncs"
-    return service.get_sync(resources(), sync_id, tenant_id=current_principal().tenant_id)
+    return service.get_sync(hub=resources(), schedule_id=sync_id,
+                            tenant_id=current_principal().tenant_id)
 
 
 @blp.patch("/syncs/<sync_id>")
@@ -53,7 +54,7 @@ def change_sync(body: dict, sync_id: str):
     g.audit_resource_type = "syncs"
     principal = current_principal()
     changes = {key: body[key] for key in ("schedule", "enabled") if key in body}
-    return service.update_sync(resources(), sync_id, tenant_id=principal.tenant_id,
+    return service.update_sync(hub=resources(), schedule_id=sync_id, tenant_id=principal.tenant_id,
                                actor=f"client:{principal.client_id}", **changes)
 
 
@@ -66,4 +67,5 @@ def change_sync(body: dict, sync_id: str):
 def run_sync(sync_id: str):
     """Run the sync now (skipped and counted if its previous run is still going)."""
     g.audit_resource_type = "syncs"
-    return service.trigger_sync(resources(), sync_id, tenant_id=current_principal().tenant_id)
+    return service.trigger_sync(hub=resources(), schedule_id=sync_id,
+                                tenant_id=current_principal().tenant_id)
