@@ -161,3 +161,18 @@ def test_a_failing_downstream_marks_the_sync_failed_and_the_next_run_recovers(
     view = service.get_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
     assert view["status"] == "ok" and view["consecutive_failures"] == 0
     assert view["last_run"]["report"]["containers"] > 0
+
+
+def test_a_schedule_changed_while_beat_runs_takes_effect_without_a_restart(hub, beats):
+    sync_id = only(hub, "cache_warming", "3600")
+    beat = beats.start()
+    # A new interval sync runs once at once, then waits its hour.
+    wait_until(lambda: len(finished(hub, sync_id)) == 1, timeout=30,
+               description="the first run")
+
+    service.update_sync(hub=hub, schedule_id=sync_id, tenant_id=None, actor="test",
+                        schedule="1")
+
+    wait_until(lambda: len(runs(hub, sync_id, ("succeeded",))) >= 4, timeout=30,
+               description="runs every second after the change")
+    assert beat.process.poll() is None  # the same beat, never restarted
