@@ -89,10 +89,12 @@ def _applies(kind: SyncKind, products: set[str]) -> bool:
     return kind.product in products if kind.product else bool(products)
 
 
-def _wanted_scopes(db_session: Session, tenant_id: uuid.UUID | None = None
-                   ) -> list[tuple[SyncKind, Tenant | None]]:
+def _wanted_scopes(db_session: Session, tenant_id: uuid.UUID | None = None, *,
+                   hub_wide_only: bool = False) -> list[tuple[SyncKind, Tenant | None]]:
     wanted: list[tuple[SyncKind, Tenant | None]] = [
         (kind, None) for kind in SYNC_KINDS.values() if kind.hub_wide]
+    if hub_wide_only:
+        return wanted
     query = select(Tenant).where(Tenant.is_active.is_(True)).order_by(Tenant.slug)
     if tenant_id is not None:
         query = query.where(Tenant.id == tenant_id)
@@ -108,11 +110,12 @@ def _scope(tenant: Tenant | None) -> str:
 
 
 def active_syncs(*, db_session: Session, tenant_id: str | None = None,
-                 create_missing: bool = False) -> list[ActiveSync]:
-    """The syncs that apply now (all, or one tenant's plus the hub-wide ones), in a stable
-    order. With ``create_missing``, schedules that apply but have no row yet get one that
-    follows the defaults."""
-    wanted = _wanted_scopes(db_session, uuid.UUID(tenant_id) if tenant_id else None)
+                 hub_wide: bool = False, create_missing: bool = False) -> list[ActiveSync]:
+    """The syncs that apply now (all; one tenant's plus the hub-wide ones; or, ``hub_wide``,
+    only the hub-wide ones), in a stable order. With ``create_missing``, schedules that apply
+    but have no row yet get one that follows the defaults."""
+    wanted = _wanted_scopes(db_session, uuid.UUID(tenant_id) if tenant_id else None,
+                            hub_wide_only=hub_wide)
     rows = {(row.kind, row.scope): row for row in db_session.scalars(select(SyncSchedule))}
     if create_missing:
         missing = [(kind, tenant) for kind, tenant in wanted
@@ -148,11 +151,16 @@ def _find(db_session: Session, schedule_id: str, *, tenant_id: str | None = None
     """The active sync with this id, visible to ``tenant_id`` (None: the hub's operators).
     Another tenant's sync is 404, like a missing one."""
     try:
-        wanted = uuid.UUID(str(schedule_id))
+        row = db_session.get(SyncSchedule, uuid.UUID(str(schedule_id)))
     except ValueError:
-        raise SyncProblem(404, "No such sync.") from None
-    for sync in active_syncs(db_session=db_session, tenant_id=tenant_id):
-        if sync.schedule.id == wanted:
+        row = None
+    if row is None or (tenant_id is not None and row.tenant_id is not None
+                       and str(row.tenant_id) != tenant_id):
+        raise SyncProblem(404, "No such sync.")
+    # Only the owner's syncs are worked out: a run must not scan every tenant.
+    owner = str(row.tenant_id) if row.tenant_id is not None else None
+    for sync in active_syncs(db_session=db_session, tenant_id=owner, hub_wide=owner is None):
+        if sync.schedule.id == row.id:
             return sync
     raise SyncProblem(404, "No such sync.")
 
