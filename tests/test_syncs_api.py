@@ -329,7 +329,7 @@ def test_switching_a_sync_off_removes_its_beat_entry(api, tokens, hub):
     assert again.json["status"] == "never_run" and again.json["next_due_at"] is not None
     # A re-enabled interval sync runs at beat's next loop, not one interval later.
     assert moment(again.json["next_due_at"]) <= datetime.now(UTC)
-    assert beat.next_due([name])[name] == moment(again.json["next_due_at"])
+    assert beat.next_due([name])[name] <= datetime.now(UTC)
 
 
 @pytest.mark.parametrize("body, field", [

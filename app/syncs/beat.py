@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import redis
 from redbeat.schedulers import REDBEAT_REDIS_KEY, RedBeatSchedulerEntry, ensure_conf, get_redis
@@ -92,7 +92,13 @@ def write_entries(wanted: dict[str, WantedEntry]) -> BeatChanges:
 
 def next_due(names: list[str]) -> dict[str, datetime | None]:
     """When beat will next send each named entry (None: no entry, i.e. disabled, or Redis is
-    unreachable: the rest of a status answer does not depend on it)."""
+    unreachable: the rest of a status answer does not depend on it).
+
+    A coming run is worked out from the entry's schedule and last run, as beat decides it:
+    redbeat scores a rewritten entry early in its sorted set (by the time since its last run),
+    which only makes beat look at it sooner but would show the wrong time. An entry already
+    due (never run, or overdue) shows its score: the moment it fell due.
+    """
     if not names:
         return {}
     app = _app()
@@ -100,11 +106,29 @@ def next_due(names: list[str]) -> dict[str, datetime | None]:
     try:
         with get_redis(app).pipeline() as pipe:
             for name in names:
+                pipe.hmget(prefix + name, "definition", "meta")
                 pipe.zscore(app.redbeat_conf.schedule_key, prefix + name)
-            scores = pipe.execute()
+            stored = pipe.execute()
     except redis.RedisError:
         logger.warning("beat's schedule is unreachable: next due times unknown")
         return dict.fromkeys(names)
-    return {name: datetime.fromtimestamp(score, UTC) if score is not None and score >= 0
-            else None for name, score in zip(names, scores, strict=True)}
+    due: dict[str, datetime | None] = {}
+    for name, (definition, meta), score in zip(names, stored[::2], stored[1::2], strict=True):
+        if not definition or score is None:
+            due[name] = None
+            continue
+        schedule = RedBeatSchedulerEntry.decode_definition(definition)["schedule"]
+        last_run_at = RedBeatSchedulerEntry.decode_meta(meta)["last_run_at"]
+        remaining = schedule.remaining_estimate(last_run_at) if last_run_at else None
+        if remaining is not None and remaining > timedelta(0):
+            due[name] = _whole_second(datetime.now(UTC) + remaining)
+        else:
+            # Never run or overdue: beat sends it at its next loop; the score says since when.
+            due[name] = datetime.fromtimestamp(score, UTC)
+    return due
 
+
+def _whole_second(moment: datetime) -> datetime:
+    # Celery's estimate for a crontab lands a few microseconds before the minute it means.
+    return moment.replace(microsecond=0) + (timedelta(seconds=1) if moment.microsecond else
+                                            timedelta(0))
