@@ -58,7 +58,8 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
              lambda hub, tenant: submit_previous_day_counts(hub=hub, tenant=tenant)),
     SyncKind("retention_purge", "hub.maintenance.purge_expired_data", True, None,
              "hub_sync_retention_purge",
-             "Hub-wide: removes expired job results, idempotency keys, unit partials, old sync "
-             "runs and audit events past their retention.",
+             "Hub-wide: removes expired job results, idempotency keys, unit partials, "
+             "snapshot movements of containers System A dropped, old sync runs and audit "
+             "events past their retention.",
              _retention_purge),
 )}
