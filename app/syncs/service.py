@@ -18,7 +18,7 @@ from datetime import datetime
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import LockError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -316,11 +316,29 @@ def _run_view(run: SyncRun | None, *, with_report: bool) -> dict | None:
             "error": run.error, "report": run.report if with_report else None}
 
 
-def _latest(db_session: Session, schedule_id: uuid.UUID, outcomes: tuple[str, ...]
-            ) -> SyncRun | None:
-    return db_session.scalar(select(SyncRun).where(
-        SyncRun.schedule_id == schedule_id, SyncRun.outcome.in_(outcomes))
-        .order_by(SyncRun.started_at.desc()).limit(1))
+def _latest_runs(db_session: Session, schedule_ids: list[uuid.UUID],
+                 outcomes: tuple[str, ...]) -> dict[uuid.UUID, SyncRun]:
+    """The latest run with one of ``outcomes`` of each schedule, in one query."""
+    if not schedule_ids:
+        return {}
+    ranked = select(SyncRun.id, func.row_number().over(
+        partition_by=SyncRun.schedule_id, order_by=SyncRun.started_at.desc()).label("rank")
+    ).where(SyncRun.schedule_id.in_(schedule_ids), SyncRun.outcome.in_(outcomes)).subquery()
+    runs = db_session.scalars(select(SyncRun).join(ranked, ranked.c.id == SyncRun.id)
+                              .where(ranked.c.rank == 1))
+    return {run.schedule_id: run for run in runs}
+
+
+def _views(hub: HubResources, syncs: list[ActiveSync], *, viewer_tenant: bool,
+           recent: bool = False) -> list[dict]:
+    db_session = hub.database.session
+    ids = [sync.schedule.id for sync in syncs]
+    last = _latest_runs(db_session, ids, ("running", "succeeded", "failed"))
+    last_success = _latest_runs(db_session, ids, ("succeeded",))
+    due = beat.next_due([sync.entry_name for sync in syncs])
+    return [_view(hub, sync, due.get(sync.entry_name), last.get(sync.schedule.id),
+                  last_success.get(sync.schedule.id), viewer_tenant=viewer_tenant,
+                  recent=recent) for sync in syncs]
 
 
 def _status(sync: ActiveSync, last: SyncRun | None) -> str:
@@ -331,16 +349,13 @@ def _status(sync: ActiveSync, last: SyncRun | None) -> str:
     return {"running": "running", "succeeded": "ok", "failed": "failing"}[last.outcome]
 
 
-def _view(hub: HubResources, sync: ActiveSync, due: datetime | None, *, viewer_tenant: bool,
-          recent: bool = False) -> dict:
+def _view(hub: HubResources, sync: ActiveSync, due: datetime | None, last: SyncRun | None,
+          last_success: SyncRun | None, *, viewer_tenant: bool, recent: bool) -> dict:
     db_session = hub.database.session
     schedule = sync.schedule
     spec = sync.spec(hub)
     # A tenant's client sees hub-wide syncs' health, not their counts (which span tenants).
     with_report = not (viewer_tenant and sync.tenant is None)
-    last = _latest(db_session, schedule.id, ("running", "succeeded", "failed"))
-    last_success = last if last is not None and last.outcome == "succeeded" else \
-        _latest(db_session, schedule.id, ("succeeded",))
     view = {
         "id": str(schedule.id), "sync": sync.kind.name,
         "scope": "hub" if sync.tenant is None else "tenant",
@@ -366,17 +381,13 @@ def list_syncs(*, hub: HubResources, tenant_id: str | None) -> list[dict]:
     """Every sync the viewer may see (a tenant: its own and the hub-wide ones; the hub's
     operators, ``tenant_id`` None: all), with schedule, last run, next due time and status."""
     syncs = active_syncs(db_session=hub.database.session, tenant_id=tenant_id)
-    due = beat.next_due([sync.entry_name for sync in syncs])
-    return [_view(hub, sync, due.get(sync.entry_name), viewer_tenant=tenant_id is not None)
-            for sync in syncs]
+    return _views(hub, syncs, viewer_tenant=tenant_id is not None)
 
 
 def get_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None) -> dict:
     """One sync as ``list_syncs`` shows it, with its most recent runs."""
     sync = _find(hub.database.session, schedule_id, tenant_id=tenant_id)
-    due = beat.next_due([sync.entry_name])
-    return _view(hub, sync, due.get(sync.entry_name), viewer_tenant=tenant_id is not None,
-                 recent=True)
+    return _views(hub, [sync], viewer_tenant=tenant_id is not None, recent=True)[0]
 
 
 _UNSET = object()
