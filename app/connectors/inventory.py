@@ -6,7 +6,7 @@ an offset, offset/limit paging, ``X-Api-Key`` authentication.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 
 from app.canonical.ndc import normalize_ndc
@@ -34,6 +34,20 @@ def _get(target: ConnectionTarget, path: str, params: dict | None = None) -> dic
     return get_json(system=SYSTEM, url=target.base_url + path, params=params or {},
                     headers={"X-Api-Key": target.credential}, breaker=target.breaker,
                     policy=target.policy)
+
+
+def _native_pages(target: ConnectionTarget, path: str, params: dict) -> Iterator[list[dict]]:
+    """Yield the native items of an offset/limit listing, one page at a time, until the
+    system's ``total`` is reached (bounded memory: one page)."""
+    offset = 0
+    while True:
+        answer = _get(target, path, {**params, "offset": offset, "limit": NATIVE_PAGE_LIMIT})
+        items = answer.get("items", [])
+        if items:
+            yield items
+        offset += len(items)
+        if not items or offset >= answer.get("total", 0):
+            return
 
 
 def _native_unit(target: ConnectionTarget, unit: str) -> str:
@@ -144,19 +158,14 @@ def dispensed_barcodes(target: ConnectionTarget, *, unit: str, since: datetime,
     """Return the barcodes of containers dispensed to ``unit`` in [since, until), paging
     through the system's movements (bounded memory: one page plus the barcode set)."""
     barcodes: set[str] = set()
-    offset = 0
-    while True:
-        answer = _get(target, "/movements", {
+    for items in _native_pages(target, "/movements", {
             "toUnit": _native_unit(target, unit), "type": "dispense", "since": format_utc(since),
-            "until": format_utc(until), "offset": offset, "limit": NATIVE_PAGE_LIMIT})
-        items = answer.get("items", [])
+            "until": format_utc(until)}):
         for movement in items:
             barcode = movement.get("barcode")
             if isinstance(barcode, str) and barcode:
                 barcodes.add(barcode)
-        offset += len(items)
-        if not items or offset >= answer.get("total", 0):
-            return barcodes
+    return barcodes
 
 
 def unit_codes(target: ConnectionTarget) -> list[str]:
@@ -185,18 +194,14 @@ def iter_container_pages(target: ConnectionTarget) -> Generator[list[dict], None
     """Yield every container of the site, whatever its status, one page of canonical records
     at a time (bounded memory: one native page); return how many records were skipped as
     unmappable, for a caller that reports it (``yield from``, or ``StopIteration.value``)."""
-    offset = skipped = 0
-    while True:
-        answer = _get(target, "/containers", {"offset": offset, "limit": NATIVE_PAGE_LIMIT})
-        items = answer.get("items", [])
+    skipped = 0
+    for items in _native_pages(target, "/containers", {}):
         page = map_records(items, lambda item: _container(target, item), _container_schema,
                            system=SYSTEM, resource="container")
         skipped += len(items) - len(page)
         if page:
             yield page
-        offset += len(items)
-        if not items or offset >= answer.get("total", 0):
-            return skipped
+    return skipped
 
 
 def _container_movement(target: ConnectionTarget, native: dict) -> dict:
@@ -221,17 +226,11 @@ def iter_movement_pages(target: ConnectionTarget, since: datetime | None
     """Yield the site's movements at or after ``since`` (all of them when None) in time order,
     one page of (container id, canonical movement) pairs at a time; return how many records
     were skipped as unmappable, as ``iter_container_pages`` does."""
-    offset = skipped = 0
-    while True:
-        params = {"offset": offset, "limit": NATIVE_PAGE_LIMIT}
-        if since is not None:
-            params["since"] = format_utc(since)
-        answer = _get(target, "/movements", params)
-        items = answer.get("items", [])
+    skipped = 0
+    for items in _native_pages(target, "/movements",
+                               {"since": format_utc(since)} if since is not None else {}):
         page = _movements_with_containers(target, items)
         skipped += len(items) - len(page)
         if page:
             yield page
-        offset += len(items)
-        if not items or offset >= answer.get("total", 0):
-            return skipped
+    return skipped
