@@ -27,16 +27,20 @@ class UnsafeResult(ValueError):
     """A result failed the PHI check; the message names the field, never the value."""
 
 
-def assert_phi_free(value, path: str = "result") -> None:
-    """Raise ``UnsafeResult`` unless ``value`` holds only allowed fields and safe values."""
+def assert_phi_free(value, path: str = "result", *,
+                    allowed_fields: frozenset[str] = RESULT_FIELDS) -> None:
+    """Raise ``UnsafeResult`` unless ``value`` holds only allowed fields and safe values.
+
+    ``allowed_fields`` is the allow-list of field names (job results by default; a sync run's
+    report passes its own)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if key in _PHI_NAMES or key not in RESULT_FIELDS:
+            if key in _PHI_NAMES or key not in allowed_fields:
                 raise UnsafeResult(f"field {path}.{key} is not allowed in a result")
-            assert_phi_free(item, f"{path}.{key}")
+            assert_phi_free(item, f"{path}.{key}", allowed_fields=allowed_fields)
     elif isinstance(value, list):
         for item in value:
-            assert_phi_free(item, f"{path}[]")
+            assert_phi_free(item, f"{path}[]", allowed_fields=allowed_fields)
     elif isinstance(value, str):
         if scrub(value) != value or len(value) > 64:
             raise UnsafeResult(f"value at {path} looks like an identifier or free text")

@@ -63,3 +63,14 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
              "events past their retention.",
              _retention_purge),
 )}
+
+# Field names a run's report may contain (checked by app.jobs.results.assert_phi_free before a
+# report is stored). A new report field is added here on purpose, after checking it cannot
+# carry patient data.
+REPORT_FIELDS = frozenset({
+    "locations", "containers", "on_hand", "movements_added", "records_skipped",
+    "candidates", "refreshed", "unavailable", "not_found", "refused",
+    "day", "job_id", "submitted", "job_status",
+    "started_at", "job_results", "idempotency_keys", "unit_partials", "snapshot_movements",
+    "sync_runs", "audit_events",
+})

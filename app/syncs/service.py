@@ -31,10 +31,11 @@ from app.database import utcnow
 from app.entitlements.service import tenant_owns_product
 from app.extensions import HubResources
 from app.jobs import dispatch
+from app.jobs.results import UnsafeResult, assert_phi_free
 from app.observability.logs import scrub
 from app.problems import Problem
 from app.syncs import beat
-from app.syncs.kinds import SYNC_KINDS, SyncKind
+from app.syncs.kinds import REPORT_FIELDS, SYNC_KINDS, SyncKind
 from app.syncs.models import HUB_SCOPE, SyncRun, SyncSchedule
 from app.syncs.specs import InvalidSchedule, described, normalized, parse_schedule
 from app.tenants.models import Connection, Product, Tenant
@@ -50,10 +51,6 @@ class SyncProblem(Problem):
 
     def __init__(self, status: int, detail: str, **details):
         super().__init__(detail, status=status, **details)
-
-
-class UnsafeReport(ValueError):
-    """A run's report holds something other than counts, flags and short safe codes."""
 
 
 @dataclass(frozen=True)
@@ -187,31 +184,13 @@ def _failure_message(kind: SyncKind, failure: BaseException) -> str:
         return f"The tenant's {system} system is not connected (or its credential is missing)."
     if isinstance(failure, SoftTimeLimitExceeded):
         return "The run took longer than the task time limit and was stopped."
-    if isinstance(failure, UnsafeReport):
+    if isinstance(failure, UnsafeResult):
         return "The run's report was refused: it was not PHI-free."
     if isinstance(failure, Problem):
         return scrub(failure.detail)
     if isinstance(failure, SQLAlchemyError):
         return "The hub's database refused the run's changes."
     return f"Unexpected error ({type(failure).__name__}); see the worker log."
-
-
-def _checked_report(value, path: str = "report"):
-    """Return ``value`` if it holds only counts, flags, ids and short codes."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str) or scrub(key) != key or len(key) > 64:
-                raise UnsafeReport(path)
-            _checked_report(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for item in value:
-            _checked_report(item, f"{path}[]")
-    elif isinstance(value, str):
-        if len(value) > 64 or scrub(value) != value:
-            raise UnsafeReport(path)
-    elif not (value is None or isinstance(value, (int, float, bool))):
-        raise UnsafeReport(path)
-    return value
 
 
 def _record_skip(db_session: Session, schedule_id: uuid.UUID, task_id: str | None) -> SyncRun:
@@ -274,13 +253,14 @@ def _run_locked(hub: HubResources, sync: ActiveSync, task_id: str | None) -> dic
     started = time.perf_counter()
     report, error, unexpected = None, None, None
     try:
-        report = _checked_report(sync.kind.run(hub, sync.tenant))
-        outcome = "succeeded"
+        produced = sync.kind.run(hub, sync.tenant)
+        assert_phi_free(produced, "report", allowed_fields=REPORT_FIELDS)
+        report, outcome = produced, "succeeded"
     except Exception as failure:  # noqa: BLE001 - every failure is recorded, then judged
         db_session.rollback()
         outcome, error = "failed", _failure_message(sync.kind, failure)
         expected = (DownstreamUnavailable, DownstreamRejected, NotConnected,
-                    CredentialUnavailable, SoftTimeLimitExceeded, UnsafeReport, Problem,
+                    CredentialUnavailable, SoftTimeLimitExceeded, UnsafeResult, Problem,
                     *MAPPING_ERRORS)
         if not isinstance(failure, expected):
             unexpected = failure
