@@ -78,5 +78,3 @@ def _apply_sync_schedules(**_kwargs) -> None:
         logger.info("sync schedules applied", extra={"changes": changes})
     except Exception:  # noqa: BLE001
         logger.exception("sync schedules could not be applied at beat start")
-    finally:
-        flask_app().extensions["hub"].database.remove_session()

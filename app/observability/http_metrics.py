@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.audit.service import pending_count
 from app.observability import metrics
+from app.syncs.metrics import render_sync_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +41,7 @@ def init_http_metrics(app: Flask) -> None:
             pass
         body, content_type = metrics.render_metrics()
         try:
-            from app.syncs.metrics import render_sync_metrics
-
             body += render_sync_metrics(app.extensions["hub"])
         except (redis.RedisError, SQLAlchemyError):  # the request metrics still answer
             logger.warning("sync metrics unavailable for this scrape", exc_info=True)
-        finally:
-            app.extensions["hub"].database.remove_session()
         return Response(body, content_type=content_type)
