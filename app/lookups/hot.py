@@ -9,7 +9,6 @@ halves the counts after each run, so the set follows what is asked now.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 import redis
 
@@ -21,17 +20,11 @@ FORGET_BELOW = 0.25
 TRIM_TO = 2 * MAX_TRACKED
 
 
-def _encode(value):
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
-
-
 def record_use(redis_client: redis.Redis, *, tenant: str, lookup: str, consumer: str,
                args: dict) -> None:
     """Count one use of a lookup (a Redis outage only loses the count)."""
     member = json.dumps({"lookup": lookup, "consumer": consumer, "args": args},
-                        sort_keys=True, separators=(",", ":"), default=_encode)
+                        sort_keys=True, separators=(",", ":"), default=str)
     key = HOT_KEY.format(tenant=tenant)
     try:
         with redis_client.pipeline(transaction=False) as pipe:

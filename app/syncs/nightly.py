@@ -4,10 +4,10 @@ as an ordinary ``administration_counts`` job so it runs through the job pipeline
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from app.canonical.times import format_utc
 from app.database import utcnow
 from app.extensions import HubResources
 from app.jobs import dispatch
@@ -39,8 +39,7 @@ def submit_previous_day_counts(*, hub: HubResources, tenant: Tenant,
                                        product="administration")
     zone = ZoneInfo(connection.timezone if connection else "UTC")
     day, since, until = previous_local_day(zone, now or utcnow())
-    params = {"window": {"since": since.isoformat().replace("+00:00", "Z"),
-                         "until": until.isoformat().replace("+00:00", "Z")},
+    params = {"window": {"since": format_utc(since), "until": format_utc(until)},
               "group_by": ["unit", "medication"]}
     submission = submit_job(db_session=hub.database.session, redis_client=hub.redis,
                             settings=hub.settings, tenant_id=str(tenant.id), client_pk=None,
@@ -49,5 +48,5 @@ def submit_previous_day_counts(*, hub: HubResources, tenant: Tenant,
     job = submission.job
     if submission.created:
         dispatch.submit_job_pipeline(job_id=str(job.id), tenant_id=str(tenant.id))
-    return {"day": day.isoformat(), "job_id": str(uuid.UUID(str(job.id))),
+    return {"day": day.isoformat(), "job_id": str(job.id),
             "submitted": submission.created, "job_status": job.status}
