@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Generator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -40,15 +40,11 @@ def _drain(pages: Generator[list, None, int]) -> tuple[list, int]:
             return records, finished.value or 0
 
 
-def _as_utc(moment: datetime) -> datetime:
-    # SQLite keeps no offset: what the hub stored there is UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
+# SQLite hands stored times back without an offset; to_utc reads those as the UTC they are.
 def _latest_movement_at(db_session: Session, tenant_id: uuid.UUID) -> datetime | None:
     latest = db_session.scalar(select(func.max(SnapshotMovement.at))
                                .where(SnapshotMovement.tenant_id == tenant_id))
-    return _as_utc(latest) if latest is not None else None
+    return to_utc(latest) if latest is not None else None
 
 
 def _stored_movement_ids(db_session: Session, tenant_id: uuid.UUID,
@@ -116,7 +112,7 @@ def _synced_at(db_session: Session, tenant_id: uuid.UUID) -> datetime | None:
         latest = db_session.scalar(select(func.max(model.synced_at))
                                    .where(model.tenant_id == tenant_id))
         if latest is not None:
-            return _as_utc(latest)
+            return to_utc(latest)
     return None
 
 
@@ -137,7 +133,7 @@ def snapshot_origin(*, db_session: Session, tenant_id: uuid.UUID, container_id: 
     # The live chain is in lifecycle order; so is this one when two movements share a second.
     chain = sorted(movements, key=lambda movement: (movement["at"],
                                                     _MOVEMENT_ORDER.get(movement["type"], 3)))
-    return {**found.record, "movements": chain}, _as_utc(found.synced_at)
+    return {**found.record, "movements": chain}, to_utc(found.synced_at)
 
 
 def snapshot_on_hand(*, db_session: Session, tenant_id: uuid.UUID, unit: str | None,
