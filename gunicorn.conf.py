@@ -8,8 +8,16 @@ bind = f"{_settings.hub_api_host}:{_settings.hub_api_port}"
 workers = _settings.hub_api_workers
 # gthread: a cache miss waits on a downstream system; threads keep other requests moving in
 # the same process meanwhile (sync workers would cap at workers ÷ downstream latency).
-worker_class = "gthread"
+# gthread, answering gunicorn's own errors (malformed or oversized requests) with problem+json
+# instead of an HTML page that repeats the request line (app/edge/server.py).
+worker_class = "app.edge.server.ProblemThreadWorker"
 threads = _settings.hub_api_threads
+# Set explicitly, above the app's own limits (app/edge/limits.py: URL 4096 characters, 50 header
+# fields of 4096 bytes): a request just over those reaches the app and gets its problem+json
+# with a request id; only what is far larger stops here. 8190 is gunicorn's largest line limit.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
 # The hub writes its own JSON access line per request (with request id); gunicorn's would
 # duplicate it and include query strings.
 accesslog = None

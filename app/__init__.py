@@ -7,6 +7,9 @@ from flask import Flask
 from app.api import OPENAPI_CONFIG, HubApi, register_docs_assets
 from app.audit.hooks import init_audit
 from app.auth.principal import init_bearer_auth
+from app.edge.headers import init_response_headers
+from app.edge.limits import init_request_limits
+from app.edge.origin import PublicOrigin
 from app.extensions import HubResources
 from app.observability.http_metrics import init_http_metrics
 from app.observability.logs import configure_logging
@@ -30,11 +33,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_audit(app)
     init_http_metrics(app)
     register_problem_handlers(app)
+    configure_http_edge(app, settings)
     init_bearer_auth(app)
     configure_api(app, settings)
     configure_teardown(app)
     configure_cli(app)
     return app
+
+
+def configure_http_edge(app: Flask, settings: Settings) -> None:
+    """Bound every request, give every response its protective headers, and pin the origin
+    absolute URLs are built from to ``HUB_PUBLIC_BASE_URL`` (not the request's Host)."""
+    init_request_limits(app, settings)
+    init_response_headers(app)
+    app.wsgi_app = PublicOrigin(app.wsgi_app, settings.hub_public_base_url)
 
 
 def configure_api(app: Flask, settings: Settings) -> None:

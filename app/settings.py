@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,6 +119,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_API_WORKERS", 2, "Gunicorn worker processes for the API.", "int"),
     Setting("HUB_API_THREADS", 8, "Threads per API worker (gthread), so a slow downstream on a "
             "cache miss does not hold a whole process.", "int"),
+    Setting("HUB_PUBLIC_BASE_URL", None, "Scheme and host (and port) clients reach the API "
+            "at, e.g. `https://hub.hospital.example`. Every absolute URL the hub returns "
+            "(`Location`, `status_url`, FHIR bundle links) starts with it, whatever `Host` "
+            "header a request carries. Default: `http://<HUB_API_HOST>:<HUB_API_PORT>`; set it "
+            "whenever clients go through a proxy or TLS terminator."),
+    Setting("HUB_MAX_BODY_BYTES", 1048576, "Largest request body the API reads, bytes; a "
+            "larger one is answered 413.", "int"),
+    Setting("HUB_MAX_JSON_DEPTH", 32, "Deepest nesting of arrays and objects accepted in a "
+            "JSON request body; deeper bodies are answered 400 before they are parsed.", "int"),
     Setting("HUB_FLOWER_PORT", 5555, "Port of Flower.", "int"),
     Setting("HUB_WORKER_IO_CONCURRENCY", 4, "Processes of the worker on the `io` queue "
             "(downstream calls: mostly waiting, so more than cores).", "int"),
@@ -188,6 +198,9 @@ class Settings:
     hub_api_port: int
     hub_api_workers: int
     hub_api_threads: int
+    hub_public_base_url: str
+    hub_max_body_bytes: int
+    hub_max_json_depth: int
     hub_flower_port: int
     hub_worker_io_concurrency: int
     hub_worker_compute_concurrency: int
@@ -303,6 +316,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if values["hub_result_expires"] <= 0:
         raise SettingsError("HUB_RESULT_EXPIRES must be positive (0 would leave chords stuck)")
 
+    values["hub_public_base_url"] = _public_base_url(values)
+    if values["hub_max_body_bytes"] <= 0:
+        raise SettingsError("HUB_MAX_BODY_BYTES must be positive")
+    if not 1 <= values["hub_max_json_depth"] <= 256:
+        # Python's JSON parser recurses once per level: far below its recursion limit.
+        raise SettingsError("HUB_MAX_JSON_DEPTH must be between 1 and 256")
+
     production = values["hub_env"] == "production"
     values["hub_secret_key"] = _read_secret(
         _BY_NAME["HUB_SECRET_KEY"], env, values["hub_secrets_dir"], production,
@@ -327,6 +347,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("HUB_BEAT_LOCK_TIMEOUT must be greater than "
                             "HUB_BEAT_MAX_LOOP_INTERVAL")
     return Settings(**values)
+
+
+def _public_base_url(values: dict[str, Any]) -> str:
+    configured = values["hub_public_base_url"]
+    if not configured:
+        host = values["hub_api_host"]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{values['hub_api_port']}"
+    parts = urlsplit(configured)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise SettingsError("HUB_PUBLIC_BASE_URL must be http(s)://host[:port]") from None
+    # Scheme and host only: a path, query or credentials here would end up in every Location.
+    if (parts.scheme not in {"http", "https"} or not parts.hostname or parts.username
+            or parts.password or parts.path not in {"", "/"} or parts.query or parts.fragment):
+        raise SettingsError("HUB_PUBLIC_BASE_URL must be http(s)://host[:port]")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _validate_cache_ttls(raw: str) -> None:
