@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The longest an access token may live, seconds: the cap of HUB_TOKEN_TTL, and the longest
+# lifetime the bearer check accepts in a token.
+MAX_TOKEN_TTL = 900
 
 
 class SettingsError(ValueError):
@@ -318,8 +321,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["hub_pseudonym_key"] = _read_secret(
         _BY_NAME["HUB_PSEUDONYM_KEY"], env, values["hub_secrets_dir"], production,
         lambda: secrets.token_urlsafe(48))
-    if not 60 <= values["hub_token_ttl"] <= 900:
-        raise SettingsError("HUB_TOKEN_TTL must be between 60 and 900 seconds")
+    if not 60 <= values["hub_token_ttl"] <= MAX_TOKEN_TTL:
+        raise SettingsError(f"HUB_TOKEN_TTL must be between 60 and {MAX_TOKEN_TTL} seconds")
     _validate_cache_ttls(values["hub_cache_ttls"])
     _validate_sync_schedules(values)
     if values["hub_beat_lock_timeout"] <= values["hub_beat_max_loop_interval"]:

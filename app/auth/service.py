@@ -6,12 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from app.auth.tokens import SigningKeys, issue_token
+from app.auth.tokens import KNOWN_SCOPES, SigningKeys, issue_token
 from app.clients.service import get_client, hash_secret, secret_matches
 
-# Scopes the hub knows. A client is granted a subset; a token carries a subset of that.
-KNOWN_SCOPES = frozenset({"administrations:read", "inventory:read", "jobs:read", "jobs:write",
-                          "audit:read", "admin"})
+__all__ = ["KNOWN_SCOPES", "IssuedToken", "OAuthError", "client_credentials_grant"]
 # Verified against when the client id is unknown, so a wrong id costs as long as a wrong
 # secret and client ids cannot be discovered by timing.
 _DECOY_HASH = hash_secret("decoy-secret-for-unknown-clients")
