@@ -85,7 +85,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_BREAKER_RESET_SECONDS", 30, "Seconds an open breaker waits before letting one "
             "trial call through (half-open).", "int"),
     Setting("HUB_RATE_LIMIT", "1200/minute", "Requests per client (per token's client id)."),
-    Setting("HUB_TOKEN_RATE_LIMIT", "60/minute", "Token requests per client id and address."),
+    Setting("HUB_TOKEN_RATE_LIMIT", "60/minute", "Token requests per client id, whatever their "
+            "outcome and address (HTTP Basic or form body alike)."),
+    Setting("HUB_TOKEN_FAILURES_PER_CLIENT", "10/minute", "Failed client authentications at "
+            "the token endpoint per client id, from any address; past it the client id gets 429 "
+            "until the window moves on."),
+    Setting("HUB_TOKEN_FAILURES_PER_ADDRESS", "30/minute", "Failed client authentications at "
+            "the token endpoint per source address, whatever client ids it tries."),
     Setting("HUB_JOB_RESULT_RETENTION_HOURS", 168, "Hours a job's de-identified result is "
             "kept.", "int"),
     Setting("HUB_IDEMPOTENCY_RETENTION_HOURS", 24, "Hours an `Idempotency-Key` keeps "
@@ -187,6 +193,8 @@ class Settings:
     hub_unit_task_retries: int
     hub_unit_max_deliveries: int
     hub_token_rate_limit: str
+    hub_token_failures_per_client: str
+    hub_token_failures_per_address: str
     hub_api_host: str
     hub_api_port: int
     hub_api_workers: int
