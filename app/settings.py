@@ -92,6 +92,9 @@ SETTINGS: tuple[Setting, ...] = (
             "until the window moves on."),
     Setting("HUB_TOKEN_FAILURES_PER_ADDRESS", "30/minute", "Failed client authentications at "
             "the token endpoint per source address, whatever client ids it tries."),
+    Setting("HUB_CLIENT_STATE_SECONDS", 5, "How long an API process trusts its memory of a "
+            "client's state (enabled, tenant enabled, tenant, product): a disabled client's "
+            "tokens stop working within this many seconds (0 to 60).", "int"),
     Setting("HUB_JOB_RESULT_RETENTION_HOURS", 168, "Hours a job's de-identified result is "
             "kept.", "int"),
     Setting("HUB_IDEMPOTENCY_RETENTION_HOURS", 24, "Hours an `Idempotency-Key` keeps "
@@ -195,6 +198,7 @@ class Settings:
     hub_token_rate_limit: str
     hub_token_failures_per_client: str
     hub_token_failures_per_address: str
+    hub_client_state_seconds: int
     hub_api_host: str
     hub_api_port: int
     hub_api_workers: int
@@ -331,6 +335,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lambda: secrets.token_urlsafe(48))
     if not 60 <= values["hub_token_ttl"] <= MAX_TOKEN_TTL:
         raise SettingsError(f"HUB_TOKEN_TTL must be between 60 and {MAX_TOKEN_TTL} seconds")
+    if not 0 <= values["hub_client_state_seconds"] <= 60:
+        raise SettingsError("HUB_CLIENT_STATE_SECONDS must be between 0 and 60 seconds")
     _validate_cache_ttls(values["hub_cache_ttls"])
     _validate_sync_schedules(values)
     if values["hub_beat_lock_timeout"] <= values["hub_beat_max_loop_interval"]:
