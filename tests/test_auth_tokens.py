@@ -171,7 +171,7 @@ def test_any_header_and_payload_either_verify_or_raise_invalid_token(header, pay
 
 
 @given(st.text(max_size=300))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_any_string_is_a_token_or_raises_invalid_token(text):
     with pytest.raises(InvalidToken):
         verify_token(text, keys=KEYS, issuer=ISSUER, audience=AUDIENCE)
@@ -183,7 +183,7 @@ def test_any_string_is_a_token_or_raises_invalid_token(text):
            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
            | st.text(max_size=12) | st.lists(st.text(max_size=4), max_size=2)
            | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_any_signed_claims_verify_or_raise_invalid_token(claims):
     token = signed_raw({"alg": "HS256", "kid": "k1", "typ": "JWT"}, segment(claims),
                        KEYS.keys["k1"])
@@ -223,6 +223,11 @@ CLAIM_DEFECTS = {
     "product a number": {"product": 1},
     "product an object": {"product": {"code": "administration"}},
     "product missing": {"product": _DROP},
+    # Well-typed but not what the client is: refused by the client-state check.
+    "product unknown": {"product": "no-such-product"},
+    "product of another client": {"product": "inventory"},
+    "product null for a product client": {"product": None},
+    "tenant_id of no tenant": {"tenant_id": "{OTHER_UUID}"},
     "exp a float": {"exp": "{NOW_PLUS_300_FLOAT}"},
     "exp a string": {"exp": "{NOW_PLUS_300_STRING}"},
     "iat a boolean": {"iat": True},
@@ -239,6 +244,7 @@ def _resolve(value, claims):
     now = claims["iat"]
     placeholders = {
         "{TENANT_UPPER}": claims["tenant_id"].upper(), "{NOW}": now,
+        "{OTHER_UUID}": str(uuid.uuid4()),
         "{NOW_PLUS_300_FLOAT}": now + 300.5, "{NOW_PLUS_300_STRING}": str(now + 300),
         "{NOW_PLUS_3600}": now + 3600, "{NOW_PLUS_901}": now + 901,
         "{NOW_PLUS_600}": now + 600, "{NOW_PLUS_300}": now + 300,
