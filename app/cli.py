@@ -176,13 +176,14 @@ def rotate_client_secret(client_id: str) -> None:
 @clients_cli.command("disable")
 @click.argument("client_id")
 def disable_client(client_id: str) -> None:
-    """Stop a client from getting new tokens (issued tokens expire within HUB_TOKEN_TTL)."""
+    """Disable a client: no new tokens, issued ones refused within HUB_CLIENT_STATE_SECONDS."""
+    from app.clients.service import disable_client as disable
     from app.clients.service import get_client
 
     client = get_client(db_session=resources().database.session, client_id=client_id)
     if client is None:
         raise click.ClickException(f"no client {client_id}")
-    client.is_active = False
+    disable(db_session=resources().database.session, client=client)
     _commit()
     click.echo(f"client {client_id} disabled")
 

@@ -1,37 +1,82 @@
 """Per-client rate limits (Flask-Limiter), counted in Redis so every API process shares them.
 
 Every endpoint a client calls with its token counts against one shared limit per client
-(``HUB_RATE_LIMIT``); the token endpoint has its own limit per client id and address, so a
-guessed secret cannot be tried at speed. Over a limit: 429 problem+json with ``Retry-After``.
+(``HUB_RATE_LIMIT``). The token endpoint has three limits of its own, whichever way the client
+credentials are sent (HTTP Basic or the form body):
+
+- every token request, per presented client id (``HUB_TOKEN_RATE_LIMIT``): a client cannot
+  mint tokens (nor make the hub run its slow secret hash) at speed;
+- failed client authentications per presented client id (``HUB_TOKEN_FAILURES_PER_CLIENT``):
+  one client's secret cannot be guessed from many addresses at once;
+- failed client authentications per source address (``HUB_TOKEN_FAILURES_PER_ADDRESS``): one
+  address cannot guess by changing the client id on every attempt.
+
+Successful authentications do not count against the two failure budgets. Over any limit: 429
+problem+json with ``Retry-After``.
+
+No caller input becomes a Redis key as sent: a presented client id (unauthenticated, possibly a
+patient's name typed into the wrong field) is keyed by an HMAC under the hub's secret key, and
+an address only after it parsed as an IP address.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import math
 import time
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
+from werkzeug.exceptions import HTTPException
 
+from app.auth.service import presented_credentials
 from app.problems import problem_response
 from app.settings import Settings
 
 
 def _client_key() -> str:
     principal = g.get("principal")
-    return f"client:{principal.client_id}" if principal else f"address:{request.remote_addr}"
+    # A principal's client id comes from a verified token, so it matches the id grammar.
+    return f"client:{principal.client_id}" if principal else _address_key()
 
 
-def _token_requester_key() -> str:
-    client_id = request.form.get("client_id") or (
-        request.authorization.username if request.authorization else "") or "-"
-    return f"token:{client_id}:{request.remote_addr}"
+def _address_key() -> str:
+    try:
+        return f"address:{ipaddress.ip_address(request.remote_addr or '')}"
+    except ValueError:
+        return "address:unknown"
+
+
+def _client_authentication_failed(response: Response) -> bool:
+    # invalid_client is the token endpoint's only 401 (RFC 6749 §5.2).
+    return response.status_code == 401
+
+
+class _PresentedClientKey:
+    """Key of the client id a token request presents: an HMAC of it under the hub's secret
+    key, so the id as sent never reaches Redis and keys cannot be predicted from outside."""
+
+    def __init__(self, secret_key: str, purpose: str):
+        self._secret = secret_key.encode()
+        self._purpose = purpose
+
+    def __call__(self) -> str:
+        try:
+            client_id = presented_credentials(form=request.form,
+                                              authorization=request.authorization).client_id
+        except HTTPException:
+            client_id = None  # an unreadable body; the view answers it
+        digest = hmac.new(self._secret, f"{self._purpose}\0{client_id or ''}".encode(),
+                          hashlib.sha256).hexdigest()[:32]
+        return f"{self._purpose}:{digest}"
 
 
 def init_rate_limits(app: Flask, settings: Settings, *, client_blueprints, token_blueprint
                      ) -> Limiter:
     """Limit the client blueprints per client (one shared budget), the token blueprint per
-    requester."""
+    presented client id and per address."""
     limiter = Limiter(
         key_func=_client_key, storage_uri=settings.redis_url,
         # No X-RateLimit-* headers: they cost a second Redis round trip on every request of
@@ -46,7 +91,16 @@ def init_rate_limits(app: Flask, settings: Settings, *, client_blueprints, token
     shared = limiter.shared_limit(settings.hub_rate_limit, scope="client")
     for blueprint in client_blueprints:
         shared(blueprint)
-    limiter.limit(settings.hub_token_rate_limit, key_func=_token_requester_key)(token_blueprint)
+    secret_key = settings.hub_secret_key
+    limiter.limit(settings.hub_token_rate_limit,
+                  key_func=_PresentedClientKey(secret_key, "token-requests"))(token_blueprint)
+    # Checked before the request, counted after it only when client authentication failed.
+    limiter.limit(settings.hub_token_failures_per_client,
+                  key_func=_PresentedClientKey(secret_key, "token-failures"),
+                  deduct_when=_client_authentication_failed)(token_blueprint)
+    limiter.limit(settings.hub_token_failures_per_address,
+                  key_func=lambda: f"token-failures:{_address_key()}",
+                  deduct_when=_client_authentication_failed)(token_blueprint)
     limiter.init_app(app)
 
     @app.errorhandler(RateLimitExceeded)

@@ -18,6 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The longest an access token may live, seconds: the cap of HUB_TOKEN_TTL, and the longest
+# lifetime the bearer check accepts in a token.
+MAX_TOKEN_TTL = 900
 
 
 class SettingsError(ValueError):
@@ -83,7 +86,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_BREAKER_RESET_SECONDS", 30, "Seconds an open breaker waits before letting one "
             "trial call through (half-open).", "int"),
     Setting("HUB_RATE_LIMIT", "1200/minute", "Requests per client (per token's client id)."),
-    Setting("HUB_TOKEN_RATE_LIMIT", "60/minute", "Token requests per client id and address."),
+    Setting("HUB_TOKEN_RATE_LIMIT", "60/minute", "Token requests per client id, whatever their "
+            "outcome and address (HTTP Basic or form body alike)."),
+    Setting("HUB_TOKEN_FAILURES_PER_CLIENT", "10/minute", "Failed client authentications at "
+            "the token endpoint per client id, from any address; past it the client id gets 429 "
+            "until the window moves on."),
+    Setting("HUB_TOKEN_FAILURES_PER_ADDRESS", "30/minute", "Failed client authentications at "
+            "the token endpoint per source address, whatever client ids it tries."),
+    Setting("HUB_CLIENT_STATE_SECONDS", 5, "How long an API process trusts its memory of a "
+            "client's state (enabled, tenant enabled, tenant, product): a disabled client's "
+            "tokens stop working within this many seconds (0 to 60).", "int"),
     Setting("HUB_JOB_RESULT_RETENTION_HOURS", 168, "Hours a job's de-identified result is "
             "kept.", "int"),
     Setting("HUB_IDEMPOTENCY_RETENTION_HOURS", 24, "Hours an `Idempotency-Key` keeps "
@@ -194,6 +206,9 @@ class Settings:
     hub_unit_task_retries: int
     hub_unit_max_deliveries: int
     hub_token_rate_limit: str
+    hub_token_failures_per_client: str
+    hub_token_failures_per_address: str
+    hub_client_state_seconds: int
     hub_api_host: str
     hub_api_port: int
     hub_api_workers: int
@@ -338,8 +353,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["hub_pseudonym_key"] = _read_secret(
         _BY_NAME["HUB_PSEUDONYM_KEY"], env, values["hub_secrets_dir"], production,
         lambda: secrets.token_urlsafe(48))
-    if not 60 <= values["hub_token_ttl"] <= 900:
-        raise SettingsError("HUB_TOKEN_TTL must be between 60 and 900 seconds")
+    if not 60 <= values["hub_token_ttl"] <= MAX_TOKEN_TTL:
+        raise SettingsError(f"HUB_TOKEN_TTL must be between 60 and {MAX_TOKEN_TTL} seconds")
+    if not 0 <= values["hub_client_state_seconds"] <= 60:
+        raise SettingsError("HUB_CLIENT_STATE_SECONDS must be between 0 and 60 seconds")
     _validate_cache_ttls(values["hub_cache_ttls"])
     _validate_sync_schedules(values)
     if values["hub_beat_lock_timeout"] <= values["hub_beat_max_loop_interval"]:

@@ -24,6 +24,10 @@ def _token_form(demo_tenants, as_client=EMAR, **overrides):
     return {key: value for key, value in form.items() if value is not None}
 
 
+def _basic(client_id: str, secret: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
 def _mint(hub_app, *, ttl=300, audience=None, keys=None, scopes=("inventory:read",)):
     settings = hub_app.extensions["hub"].settings
     return issue_token(keys=keys or hub_app.extensions["hub"].signing_keys,
@@ -57,13 +61,26 @@ def test_client_credentials_issue_a_short_lived_signed_token(api, demo_tenants, 
 
 
 def test_http_basic_client_authentication_works_too(api, demo_tenants):
-    secret = demo_tenants[EMAR].client_secret
-    basic = base64.b64encode(f"{EMAR}:{secret}".encode()).decode()
-
     response = api.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
-                        headers={"Authorization": f"Basic {basic}"})
+                        headers=_basic(EMAR, demo_tenants[EMAR].client_secret))
 
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    {"client_id": INVENTORY_CLIENT},  # another client's id beside valid Basic credentials
+    {"client_id": EMAR},
+    {"client_secret": "anything"},
+    {"client_id": ""},
+], ids=["other client id", "same client id", "client secret", "empty client id"])
+def test_client_credentials_in_both_basic_and_body_are_refused(api, demo_tenants, body):
+    # RFC 6749 §2.3.1: one authentication method per request.
+    response = api.post("/v1/oauth/token", data={"grant_type": "client_credentials", **body},
+                        headers=_basic(EMAR, demo_tenants[EMAR].client_secret))
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert "access_token" not in response.json
 
 
 @pytest.mark.parametrize("overrides, status, error", [

@@ -1,6 +1,9 @@
-"""Rate limits (app.rate_limits): lookups per client, the token endpoint per client id and
-address, both counted in the real Redis; over the limit a 429 problem+json with Retry-After."""
+"""Rate limits (app.rate_limits): lookups per client; the token endpoint per client id, and its
+failed client authentications per client id and per address, whichever way credentials are
+sent; all counted in the real Redis, keyed so no caller input lands there; over a limit a 429
+problem+json with Retry-After."""
 
+import base64
 from dataclasses import replace
 
 import pytest
@@ -115,3 +118,147 @@ def test_wrong_secret_attempts_count_against_the_token_limit(limited_api, demo_t
         assert guessed.status_code == 401
 
     assert_too_many_requests(token_request(limited_api, demo_tenants, INVENTORY))
+
+
+FAILURES_PER_CLIENT = 3
+FAILURES_PER_ADDRESS = 5
+
+
+@pytest.fixture(scope="module")
+def guarded_app(hub_settings, migrated_database):
+    """The hub allowing 3 failed client authentications per client id and 5 per address a
+    minute, and plenty of token requests."""
+    app = create_app(replace(hub_settings, hub_token_rate_limit="50/minute",
+                             hub_token_failures_per_client=f"{FAILURES_PER_CLIENT}/minute",
+                             hub_token_failures_per_address=f"{FAILURES_PER_ADDRESS}/minute"))
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def guarded_api(guarded_app):
+    return guarded_app.test_client()
+
+
+def basic(client_id: str, secret: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def token_attempt(api, *, client_id, secret, address, via_basic):
+    """A token request from ``address`` with credentials in HTTP Basic or in the body."""
+    form = {"grant_type": "client_credentials"}
+    headers = {}
+    if via_basic:
+        headers = basic(client_id, secret)
+    else:
+        form.update(client_id=client_id, client_secret=secret)
+    return api.post("/v1/oauth/token", data=form, headers=headers,
+                    environ_base={"REMOTE_ADDR": address})
+
+
+def test_rotating_client_ids_from_one_address_hits_the_address_limit(guarded_api, demo_tenants):
+    attacker = "198.51.100.7"
+    for attempt in range(FAILURES_PER_ADDRESS):
+        guessed = token_attempt(guarded_api, client_id=f"guess-{attempt}", secret="not-it",
+                                address=attacker, via_basic=attempt % 2 == 0)
+        assert guessed.status_code == 401, guessed.json
+
+    # A fresh client id every time, Basic or body: the address is what is counted.
+    assert_too_many_requests(token_attempt(guarded_api, client_id="guess-next", secret="not-it",
+                                           address=attacker, via_basic=True))
+    assert_too_many_requests(token_attempt(guarded_api, client_id="guess-next", secret="not-it",
+                                           address=attacker, via_basic=False))
+    # Other addresses are not affected.
+    legitimate = token_attempt(guarded_api, client_id=INVENTORY,
+                               secret=demo_tenants[INVENTORY].client_secret,
+                               address="203.0.113.20", via_basic=True)
+    assert legitimate.status_code == 200, legitimate.json
+
+
+def test_one_client_id_sprayed_from_many_addresses_hits_the_client_id_limit(guarded_api,
+                                                                           demo_tenants):
+    for attempt in range(FAILURES_PER_CLIENT):
+        guessed = token_attempt(guarded_api, client_id=INVENTORY, secret=f"guess-{attempt}",
+                                address=f"192.0.2.{attempt + 1}", via_basic=attempt % 2 == 0)
+        assert guessed.status_code == 401, guessed.json
+
+    # From yet another address, even with the right secret, this client id waits.
+    assert_too_many_requests(token_attempt(guarded_api, client_id=INVENTORY,
+                                           secret=demo_tenants[INVENTORY].client_secret,
+                                           address="192.0.2.200", via_basic=True))
+    # Another client at that address is not affected.
+    other = token_attempt(guarded_api, client_id=RIVER_INVENTORY,
+                          secret=demo_tenants[RIVER_INVENTORY].client_secret,
+                          address="192.0.2.200", via_basic=False)
+    assert other.status_code == 200, other.json
+
+
+def test_basic_credentials_beside_a_rotated_body_client_id_gain_nothing(guarded_api):
+    # The old bypass: the limiter keyed by the body's client id while Basic authenticated.
+    for attempt in range(FAILURES_PER_CLIENT + 2):
+        response = guarded_api.post(
+            "/v1/oauth/token", headers=basic(INVENTORY, f"guess-{attempt}"),
+            data={"grant_type": "client_credentials", "client_id": f"decoy-{attempt}"},
+            environ_base={"REMOTE_ADDR": f"192.0.2.{100 + attempt}"})
+        assert response.status_code == 400 and response.json["error"] == "invalid_request"
+
+    # Basic alone is counted by the Basic client id, whatever the address.
+    for attempt in range(FAILURES_PER_CLIENT):
+        guessed = guarded_api.post("/v1/oauth/token", headers=basic(INVENTORY, "guess"),
+                                   data={"grant_type": "client_credentials"},
+                                   environ_base={"REMOTE_ADDR": f"192.0.2.{150 + attempt}"})
+        assert guessed.status_code == 401
+    assert_too_many_requests(guarded_api.post(
+        "/v1/oauth/token", headers=basic(INVENTORY, "guess"),
+        data={"grant_type": "client_credentials"}, environ_base={"REMOTE_ADDR": "192.0.2.199"}))
+
+
+def test_successful_token_requests_do_not_use_up_the_failure_budget(guarded_api, demo_tenants):
+    address = "203.0.113.50"
+    for _ in range(FAILURES_PER_ADDRESS + 1):
+        issued = token_attempt(guarded_api, client_id=INVENTORY,
+                               secret=demo_tenants[INVENTORY].client_secret, address=address,
+                               via_basic=False)
+        assert issued.status_code == 200, issued.json
+
+    # The failure budgets are still whole: a mistyped secret is a 401, not a 429.
+    for _ in range(FAILURES_PER_CLIENT):
+        mistyped = token_attempt(guarded_api, client_id=INVENTORY, secret="typo",
+                                 address=address, via_basic=False)
+        assert mistyped.status_code == 401, mistyped.json
+
+
+PATIENT_NAME = "Maribel Okonkwo-Lindqvist"
+
+
+def redis_contents(client) -> list[str]:
+    """Every key of the test Redis and every value stored under it, as text."""
+    texts = []
+    for key in client.scan_iter(count=1000):
+        texts.append(key)
+        kind = client.type(key)
+        if kind == "string":
+            texts.append(client.get(key) or "")
+        elif kind == "hash":
+            texts.extend(f"{field}={value}" for field, value in client.hgetall(key).items())
+        elif kind == "list":
+            texts.extend(client.lrange(key, 0, -1))
+        elif kind == "set":
+            texts.extend(client.smembers(key))
+        elif kind == "zset":
+            texts.extend(client.zrange(key, 0, -1))
+    return texts
+
+
+def test_client_id_sent_to_the_token_endpoint_never_becomes_a_redis_key(guarded_api, hub_app):
+    # A patient's name typed into the client id field, by body and by Basic.
+    for via_basic in (False, True):
+        response = token_attempt(guarded_api, client_id=PATIENT_NAME, secret="x",
+                                 address="198.51.100.99", via_basic=via_basic)
+        assert response.status_code == 401
+
+    contents = redis_contents(hub_app.extensions["hub"].redis)
+
+    assert any("hub:ratelimit" in text for text in contents)  # the attempts were counted
+    for part in ("Maribel", "Okonkwo", "Lindqvist"):
+        assert not [text for text in contents if part.lower() in text.lower()], part

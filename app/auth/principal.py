@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from functools import wraps
 
 from flask import Flask, current_app, g, request
+from sqlalchemy.exc import DBAPIError
 
 from app.auth.tokens import InvalidToken, TokenClaims, verify_token
+from app.clients.service import client_state
 from app.observability.context import tenant_var
 from app.problems import problem_response
 
@@ -68,6 +70,18 @@ def init_bearer_auth(app: Flask) -> None:
         except InvalidToken as invalid:
             return _unauthorized(f"The bearer token is not valid: {invalid.reason}.",
                                  "invalid_token")
+        try:
+            state = client_state(db_session=hub.database.session, client_id=claims.client_id,
+                                 memory_seconds=hub.settings.hub_client_state_seconds)
+        except DBAPIError:
+            # Fail closed: without the client's state a disabled client cannot be told from
+            # an enabled one, and the database holding it is what every /v1 call needs anyway.
+            return problem_response(503, detail="Client state cannot be checked right now; "
+                                                "retry shortly.", headers={"Retry-After": "5"})
+        if state is None or not state.enabled or state.tenant_id != claims.tenant_id \
+                or state.product != claims.product:
+            return _unauthorized("The bearer token is not valid: the client is disabled or "
+                                 "has changed.", "invalid_token")
         g.principal = Principal.from_claims(claims)
         tenant_var.set(claims.tenant)
         return None

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
+from werkzeug.datastructures import Authorization
 
-from app.auth.tokens import SigningKeys, issue_token
+from app.auth.tokens import KNOWN_SCOPES, SigningKeys, issue_token
 from app.clients.service import get_client, hash_secret, secret_matches
 
-# Scopes the hub knows. A client is granted a subset; a token carries a subset of that.
-KNOWN_SCOPES = frozenset({"administrations:read", "inventory:read", "jobs:read", "jobs:write",
-                          "audit:read", "admin"})
+__all__ = ["KNOWN_SCOPES", "IssuedToken", "OAuthError", "PresentedCredentials",
+           "client_credentials_grant", "presented_credentials"]
 # Verified against when the client id is unknown, so a wrong id costs as long as a wrong
 # secret and client ids cannot be discovered by timing.
 _DECOY_HASH = hash_secret("decoy-secret-for-unknown-clients")
@@ -35,15 +36,39 @@ class IssuedToken:
     token_type: str = "Bearer"
 
 
+@dataclass(frozen=True)
+class PresentedCredentials:
+    """The client credentials a token request carries, and whether it carries two sets."""
+
+    client_id: str | None
+    client_secret: str | None
+    in_basic_and_body: bool = False
+
+
+def presented_credentials(*, form: Mapping[str, str], authorization: Authorization | None
+                          ) -> PresentedCredentials:
+    """Return the client credentials of a token request: HTTP Basic if sent, else the body."""
+    if authorization is not None and authorization.type == "basic":
+        in_body = "client_id" in form or "client_secret" in form
+        return PresentedCredentials(authorization.username, authorization.password, in_body)
+    return PresentedCredentials(form.get("client_id"), form.get("client_secret"))
+
+
 def client_credentials_grant(*, db_session: Session, grant_type: str | None,
-                             client_id: str | None, client_secret: str | None,
-                             scope: str | None, keys: SigningKeys, issuer: str, audience: str,
+                             credentials: PresentedCredentials, scope: str | None,
+                             keys: SigningKeys, issuer: str, audience: str,
                              ttl_seconds: int) -> IssuedToken:
     """Authenticate a client by its secret and issue a token for the requested scopes."""
+    if credentials.in_basic_and_body:
+        # RFC 6749 §2.3.1: one authentication method per request. Taking either set would let
+        # a caller pair one client's Basic credentials with any body client id.
+        raise OAuthError("invalid_request", "send client credentials either with HTTP Basic "
+                                            "or in the body, not both")
     if not grant_type:
         raise OAuthError("invalid_request", "grant_type is required")
     if grant_type != "client_credentials":
         raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
+    client_id, client_secret = credentials.client_id, credentials.client_secret
     if not client_id or not client_secret:
         raise OAuthError("invalid_client", "client authentication failed", 401)
 

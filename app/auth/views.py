@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 
 from app.auth.principal import REALM
 from app.auth.schemas import OAuthErrorSchema, TokenRequestSchema, TokenResponseSchema
-from app.auth.service import OAuthError, client_credentials_grant
+from app.auth.service import OAuthError, client_credentials_grant, presented_credentials
 from app.extensions import resources
 from app.observability.context import request_id_var
 
@@ -33,23 +33,22 @@ def _oauth_error(error: OAuthError):
 @blp.post("/token")
 @blp.arguments(TokenRequestSchema, location="form")
 @blp.response(200, TokenResponseSchema, headers=None)
-@blp.alt_response(400, schema=OAuthErrorSchema, description="invalid_request, invalid_scope or "
+@blp.alt_response(400, schema=OAuthErrorSchema, description="invalid_request (also: client "
+                  "credentials both in HTTP Basic and in the body), invalid_scope or "
                   "unsupported_grant_type (RFC 6749 §5.2).")
 @blp.alt_response(401, schema=OAuthErrorSchema, description="invalid_client.")
 def issue_token(form: dict):
     """Issue a bearer token (JWT, at most 15 minutes) for a client's scopes.
 
-    Authenticate with `client_id` and `client_secret` in the form body or with HTTP Basic.
+    Authenticate with `client_id` and `client_secret` in the form body or with HTTP Basic,
+    not both. Failed attempts are limited per client id and per address (429).
     """
-    client_id, client_secret = form.get("client_id"), form.get("client_secret")
-    if request.authorization and request.authorization.type == "basic":
-        client_id = request.authorization.username
-        client_secret = request.authorization.password
     hub = resources()
     settings = hub.settings
     issued = client_credentials_grant(
         db_session=hub.database.session, grant_type=form.get("grant_type"),
-        client_id=client_id, client_secret=client_secret, scope=form.get("scope"),
+        credentials=presented_credentials(form=form, authorization=request.authorization),
+        scope=form.get("scope"),
         keys=hub.signing_keys, issuer=settings.hub_jwt_issuer,
         audience=settings.hub_jwt_audience, ttl_seconds=settings.hub_token_ttl)
     return issued, 200, NO_STORE
