@@ -5,6 +5,10 @@ from the same declarations (``flask --app wsgi hub settings-table``), and a test
 step. Secrets (``kind="secret"``) are read from ``NAME`` or from the file named by ``NAME_FILE``;
 in development a missing secret is generated once into the secrets folder (mode 0600), in
 production it is a start-up error.
+
+This module imports no domain module: a setting whose grammar a domain owns (the HUB_SYNC_*
+schedule specs) is read here as text and checked by that domain at app start
+(``app.syncs.specs.check_default_schedules``).
 """
 
 from __future__ import annotations
@@ -321,7 +325,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not 60 <= values["hub_token_ttl"] <= 900:
         raise SettingsError("HUB_TOKEN_TTL must be between 60 and 900 seconds")
     _validate_cache_ttls(values["hub_cache_ttls"])
-    _validate_sync_schedules(values)
     if values["hub_beat_lock_timeout"] <= values["hub_beat_max_loop_interval"]:
         # Beat extends its lock once per loop: a shorter lock would lapse between two loops.
         raise SettingsError("HUB_BEAT_LOCK_TIMEOUT must be greater than "
@@ -335,17 +338,6 @@ def _validate_cache_ttls(raw: str) -> None:
     except ValueError:
         raise SettingsError("HUB_CACHE_TTLS must be resource=seconds pairs, comma-separated") \
             from None
-
-
-def _validate_sync_schedules(values: dict[str, Any]) -> None:
-    from app.syncs.specs import InvalidSchedule, parse_schedule
-
-    for setting in SETTINGS:
-        if setting.name.startswith("HUB_SYNC_") and setting.kind == "str":
-            try:
-                parse_schedule(values[setting.attr])
-            except InvalidSchedule as invalid:
-                raise SettingsError(f"{setting.name}: {invalid}") from None
 
 
 def parse_cache_ttls(raw: str) -> dict[str, int]:

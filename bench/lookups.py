@@ -446,7 +446,7 @@ def _prepare_redis(stack: Stack) -> str:
         stack.notes.append("redis: REDIS_URL (not flushed; the benchmark's keys expire within "
                            "~90 s)")
         return configured
-    from app.embedded_redis import redis_server_command
+    from devstack.embedded_redis import redis_server_command
 
     for attempt in range(3):
         port = free_port()
@@ -519,9 +519,9 @@ def prepare_stack(stack: Stack, *, administrations: int) -> str:
     os.environ.update(stack.env)  # this process resolves the same settings (secrets dir)
 
     from app.database import Database, upgrade_schema
-    from app.demo_tenants import onboard_demo_sites
     from app.settings import load_settings
     from demo_systems.seeding import seed
+    from devstack.demo_tenants import onboard_demo_sites
 
     settings = load_settings(stack.env)
     settings.hub_data_dir.mkdir(parents=True, exist_ok=True)

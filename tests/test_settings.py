@@ -128,3 +128,14 @@ def test_readme_lists_every_setting_exactly_as_declared():
 def test_malformed_cache_ttls_are_refused(data_dir):
     with pytest.raises(SettingsError, match="HUB_CACHE_TTLS"):
         load_settings({"HUB_DATA_DIR": str(data_dir), "HUB_CACHE_TTLS": "administrations=soon"})
+
+
+def test_a_malformed_default_sync_schedule_stops_the_app_at_start(data_dir):
+    from app import create_app
+
+    # The settings module reads the schedule as text; the syncs check its grammar at start.
+    settings = load_settings({"HUB_DATA_DIR": str(data_dir), "HUB_SYNC_CACHE_WARMING": "hourly",
+                              **ALL_SECRETS})
+
+    with pytest.raises(SettingsError, match="HUB_SYNC_CACHE_WARMING"):
+        create_app(settings)
