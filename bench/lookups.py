@@ -448,12 +448,14 @@ def _prepare_redis(stack: Stack) -> str:
         return configured
     from devstack.embedded_redis import redis_server_command
 
+    password = secrets.token_urlsafe(24)
     for attempt in range(3):
         port = free_port()
-        command = redis_server_command(port=port, data_dir=stack.scratch / "redis", persist=False)
+        command = redis_server_command(port=port, data_dir=stack.scratch / "redis", persist=False,
+                                       password=password)
         managed = spawn(f"redis-{attempt}", command, env=dict(os.environ), log_dir=stack.log_dir)
         stack.processes.append(managed)
-        url = f"redis://127.0.0.1:{port}/0"
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and managed.process.poll() is None:
             with contextlib.suppress(redis.RedisError):

@@ -187,7 +187,8 @@ def redis() -> None:
 
     settings = load_settings()
     exec_redis_server(port=settings.hub_embedded_redis_port,
-                      data_dir=settings.hub_data_dir / "redis", persist=True)
+                      data_dir=settings.hub_data_dir / "redis",
+                      password=settings.hub_embedded_redis_password, persist=True)
 
 
 def _wait_for(description: str, probe, deadline: float) -> None:
