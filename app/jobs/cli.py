@@ -8,6 +8,7 @@ import click
 from flask.cli import AppGroup
 
 from app.extensions import resources
+from app.problems import Problem
 from app.tenants.cli import tenant_by_slug
 
 dead_letters_cli = AppGroup("dead-letters", help="Units of jobs that exhausted their retries.")
@@ -48,12 +49,12 @@ def list_dead_letters(tenant_slug: str | None, show_all: bool) -> None:
 def replay_dead_letter(dead_letter_id: str) -> None:
     """Run a dead-lettered unit again; its job finishes once its last unit succeeds."""
     from app.jobs.dispatch import replay_unit
-    from app.jobs.service import JobProblem, prepare_replay
+    from app.jobs.service import prepare_replay
 
     try:
         letter = prepare_replay(db_session=resources().database.session, tenant_id=None,
                                 dead_letter_id=dead_letter_id)
-    except JobProblem as problem:
+    except Problem as problem:
         raise click.ClickException(problem.detail) from None
     replay_unit(job_id=str(letter.job_id), tenant_id=str(letter.tenant_id), unit=letter.unit)
     click.echo(f"replaying unit {letter.unit} of job {letter.job_id}")

@@ -8,17 +8,18 @@ import click
 from flask.cli import AppGroup
 
 from app.extensions import resources
+from app.problems import Problem
 from app.tenants.cli import tenant_by_slug
 
 syncs_cli = AppGroup("syncs", help="Scheduled syncs: list, change, switch off, run now.")
 
 
 def _sync_id(kind: str, owner: str) -> str:
-    from app.syncs.service import SyncProblem, sync_id_for
+    from app.syncs.service import sync_id_for
 
     try:
         return sync_id_for(db_session=resources().database.session, kind=kind, owner=owner)
-    except SyncProblem as problem:
+    except Problem as problem:
         raise click.ClickException(problem.detail) from None
 
 
@@ -65,7 +66,7 @@ def show_sync(kind: str, owner: str) -> None:
 def set_sync(kind: str, owner: str, spec: str | None, use_default: bool,
              enable: bool | None) -> None:
     """Change one sync's schedule or switch it on/off; beat follows within a loop."""
-    from app.syncs.service import SyncProblem, update_sync
+    from app.syncs.service import update_sync
 
     if spec and use_default:
         raise click.UsageError("give --schedule or --default, not both")
@@ -80,7 +81,7 @@ def set_sync(kind: str, owner: str, spec: str | None, use_default: bool,
     try:
         view = update_sync(hub=resources(), schedule_id=_sync_id(kind, owner), tenant_id=None,
                            actor="cli", **changes)
-    except SyncProblem as problem:
+    except Problem as problem:
         detail = problem.detail
         if problem.errors:
             detail += " " + "; ".join(problem.errors["json"]["schedule"])
