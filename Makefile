@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 help:
 	@echo "make run    start the whole stack (API, workers, beat, Flower, demo systems, Redis)"
 	@echo "make test   run the test suite against real Redis, a real worker and the demo systems"
-	@echo "make lint   static checks (ruff)"
+	@echo "make lint   static checks (ruff, import-linter layer contracts)"
 	@echo "make bench  print performance figures (demo seeding, lookups under load; ~3 min)"
 
 $(BIN)/python:
@@ -33,6 +33,7 @@ test: $(VENV)/.dev-installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 bench: bench-seed bench-lookups
 

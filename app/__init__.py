@@ -17,11 +17,13 @@ from app.observability.requests import init_request_context
 from app.problems import register_problem_handlers
 from app.rate_limits import init_rate_limits
 from app.settings import Settings, load_settings
+from app.syncs.specs import check_default_schedules
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the hub's Flask app. Tests pass ``settings``; processes read the environment."""
     settings = settings or load_settings()
+    check_default_schedules(settings)
     configure_logging(settings.hub_log_level)
 
     app = Flask(__name__)

@@ -2,12 +2,18 @@
 
 Every error the hub answers goes through ``problem_response``; bodies never echo input values
 or downstream payloads, so they cannot carry PHI.
+
+One exception type, :class:`Problem`, for every error a service raises, and one handler for it.
+Its ``type`` URI is either a registered hub problem type (:data:`PROBLEM_TYPES`: each slug
+declared once, with its title and default status) or, without a ``problem_type``, the HTTP
+status's own (``…/problems/not-found``). An unregistered slug is refused where it is raised.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -22,21 +28,66 @@ PROBLEM_TYPE_BASE = "https://hub.example/problems/"
 logger = logging.getLogger(__name__)
 
 
-class Problem(Exception):
-    """An error a service raises when a request cannot be served: the HTTP status, a PHI-free
-    detail, and optionally a problem type, field errors and a Retry-After. Views need no
-    handler of their own: every Problem becomes a problem+json answer."""
+@dataclass(frozen=True)
+class ProblemType:
+    """A registered problem type: its usual status and the title every occurrence carries
+    (by default the status's HTTP phrase, which is what the answers have always carried)."""
 
-    status = 400
-    problem_type: str | None = None
+    status: int
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            object.__setattr__(self, "title", HTTPStatus(self.status).phrase)
+
+
+# The hub's own problem types, by slug (the last segment of the ``type`` URI); clients may
+# branch on these. A new slug is declared here, once, before any code raises it.
+PROBLEM_TYPES: dict[str, ProblemType] = {
+    "bad-downstream-answer": ProblemType(502),
+    "body-too-large": ProblemType(413),
+    "dead-letter-not-replayable": ProblemType(409),
+    "dead-letter-replayed": ProblemType(409),
+    "downstream-unavailable": ProblemType(503),
+    "headers-too-large": ProblemType(431),
+    "hub-wide-sync": ProblemType(403),
+    "idempotency-key-reused": ProblemType(409),
+    "insufficient-scope": ProblemType(403),
+    "job-finished": ProblemType(409),
+    "json-too-deep": ProblemType(400),
+    "no-phi-policy": ProblemType(403),
+    "not-connected": ProblemType(503),
+    "not-entitled": ProblemType(403),
+    "not-ready": ProblemType(503, "Not ready"),
+    "url-too-long": ProblemType(414),
+    # A sync run's failure (recorded on the run, not answered over HTTP).
+    "warming-incomplete": ProblemType(503),
+}
+
+
+def registered_problem_type(slug: str) -> ProblemType:
+    """Return the registered problem type ``slug``; an unregistered slug is a programming error."""
+    try:
+        return PROBLEM_TYPES[slug]
+    except KeyError:
+        raise ValueError(f"unregistered problem type {slug!r}: declare it in "
+                         "app.problems.PROBLEM_TYPES") from None
+
+
+class Problem(Exception):
+    """An error a service raises when a request cannot be served: a PHI-free detail, a
+    registered problem type and/or an HTTP status (default: the type's, else 400), and
+    optionally field errors and a Retry-After. Views need no handler of their own: every
+    Problem becomes a problem+json answer."""
 
     def __init__(self, detail: str, *, status: int | None = None,
                  problem_type: str | None = None, errors: dict | None = None,
                  retry_after: int | None = None):
         super().__init__(detail)
+        registered = registered_problem_type(problem_type) if problem_type else None
         self.detail = detail
-        self.status = status or self.status
-        self.problem_type = problem_type or self.problem_type
+        self.status = status or (registered.status if registered else 400)
+        self.problem_type = problem_type
         self.errors = errors
         self.retry_after = retry_after
 
@@ -49,11 +100,13 @@ class Problem(Exception):
 def problem_response(status: int, *, detail: str | None = None, title: str | None = None,
                      problem_type: str | None = None, errors: Any = None,
                      headers: dict[str, str] | None = None, **extensions: Any) -> Response:
-    """Return a problem+json response for ``status``."""
+    """Return a problem+json response for ``status`` (of a registered ``problem_type``, or of
+    the status's own type)."""
     phrase = HTTPStatus(status).phrase
+    registered = registered_problem_type(problem_type) if problem_type else None
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + (problem_type or phrase.lower().replace(" ", "-")),
-        "title": title or phrase,
+        "title": title or (registered.title if registered else phrase),
         "status": status,
     }
     if detail:

@@ -5,6 +5,10 @@ from the same declarations (``flask --app wsgi hub settings-table``), and a test
 step. Secrets (``kind="secret"``) are read from ``NAME`` or from the file named by ``NAME_FILE``;
 in development a missing secret is generated once into the secrets folder (mode 0600), in
 production it is a start-up error.
+
+This module imports no domain module: a setting whose grammar a domain owns (the HUB_SYNC_*
+schedule specs) is read here as text and checked by that domain at app start
+(``app.syncs.specs.check_default_schedules``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The longest an access token may live, seconds: the cap of HUB_TOKEN_TTL, and the longest
@@ -54,6 +58,11 @@ SETTINGS: tuple[Setting, ...] = (
             "started on `HUB_EMBEDDED_REDIS_PORT` by `make run` and the test fixtures."),
     Setting("HUB_EMBEDDED_REDIS_PORT", 6390, "Port of the embedded Redis when `REDIS_URL` is "
             "unset.", "int"),
+    Setting("HUB_EMBEDDED_REDIS_PASSWORD", None, "Password of the embedded Redis (or "
+            "`HUB_EMBEDDED_REDIS_PASSWORD_FILE`), which refuses clients without it; the derived "
+            "`REDIS_URL` carries it (`redis://:<password>@127.0.0.1:<port>/0`). Read only when "
+            "`REDIS_URL` is unset; a configured `REDIS_URL` carries its own password.",
+            "secret"),
     Setting("CELERY_BROKER_URL", None, "Celery broker. Default: `REDIS_URL`. RabbitMQ works too "
             "(`amqp://guest:guest@127.0.0.1:5672//`)."),
     Setting("CELERY_RESULT_BACKEND", None, "Celery result backend (task state and chord "
@@ -173,6 +182,8 @@ class Settings:
     redis_url: str
     redis_is_embedded: bool
     hub_embedded_redis_port: int
+    # "" when REDIS_URL is configured (the embedded Redis is not used then).
+    hub_embedded_redis_password: str = field(repr=False)
     celery_broker_url: str
     celery_result_backend: str
     hub_secrets_dir: Path
@@ -227,6 +238,10 @@ class Settings:
     demo_administration_port: int
     demo_seed: int
     demo_administrations: int
+
+    def __repr__(self) -> str:
+        # URLs carry passwords (the embedded Redis's always does): show them redacted.
+        return f"Settings({self.redacted()})"
 
     @property
     def is_production(self) -> bool:
@@ -321,10 +336,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["hub_secrets_dir"] = Path(values["hub_secrets_dir"] or data_dir / "secrets")
     values["database_url"] = values["database_url"] or f"sqlite:///{data_dir / 'hub.db'}"
     values["redis_is_embedded"] = not values["redis_url"]
-    if values["redis_is_embedded"]:
-        values["redis_url"] = f"redis://127.0.0.1:{values['hub_embedded_redis_port']}/0"
-    values["celery_broker_url"] = values["celery_broker_url"] or values["redis_url"]
-    values["celery_result_backend"] = values["celery_result_backend"] or values["redis_url"]
     if values["hub_visibility_timeout"] <= values["hub_task_time_limit"]:
         # Redis would hand a still-running task to a second worker.
         raise SettingsError("HUB_VISIBILITY_TIMEOUT must be greater than HUB_TASK_TIME_LIMIT")
@@ -353,12 +364,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["hub_pseudonym_key"] = _read_secret(
         _BY_NAME["HUB_PSEUDONYM_KEY"], env, values["hub_secrets_dir"], production,
         lambda: secrets.token_urlsafe(48))
+    values["hub_embedded_redis_password"] = ""
+    if values["redis_is_embedded"]:
+        # Without a password any local process could read the cache, the audit buffer, the
+        # limiter and beat's schedules, or queue tasks; generated with the other local secrets.
+        password = _read_secret(
+            _BY_NAME["HUB_EMBEDDED_REDIS_PASSWORD"], env, values["hub_secrets_dir"], production,
+            lambda: secrets.token_urlsafe(32))
+        values["hub_embedded_redis_password"] = password
+        values["redis_url"] = (f"redis://:{quote(password, safe='')}@127.0.0.1:"
+                               f"{values['hub_embedded_redis_port']}/0")
+    values["celery_broker_url"] = values["celery_broker_url"] or values["redis_url"]
+    values["celery_result_backend"] = values["celery_result_backend"] or values["redis_url"]
     if not 60 <= values["hub_token_ttl"] <= MAX_TOKEN_TTL:
         raise SettingsError(f"HUB_TOKEN_TTL must be between 60 and {MAX_TOKEN_TTL} seconds")
     if not 0 <= values["hub_client_state_seconds"] <= 60:
         raise SettingsError("HUB_CLIENT_STATE_SECONDS must be between 0 and 60 seconds")
     _validate_cache_ttls(values["hub_cache_ttls"])
-    _validate_sync_schedules(values)
     if values["hub_beat_lock_timeout"] <= values["hub_beat_max_loop_interval"]:
         # Beat extends its lock once per loop: a shorter lock would lapse between two loops.
         raise SettingsError("HUB_BEAT_LOCK_TIMEOUT must be greater than "
@@ -390,17 +412,6 @@ def _validate_cache_ttls(raw: str) -> None:
     except ValueError:
         raise SettingsError("HUB_CACHE_TTLS must be resource=seconds pairs, comma-separated") \
             from None
-
-
-def _validate_sync_schedules(values: dict[str, Any]) -> None:
-    from app.syncs.specs import InvalidSchedule, parse_schedule
-
-    for setting in SETTINGS:
-        if setting.name.startswith("HUB_SYNC_") and setting.kind == "str":
-            try:
-                parse_schedule(values[setting.attr])
-            except InvalidSchedule as invalid:
-                raise SettingsError(f"{setting.name}: {invalid}") from None
 
 
 def parse_cache_ttls(raw: str) -> dict[str, int]:

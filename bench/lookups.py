@@ -446,14 +446,16 @@ def _prepare_redis(stack: Stack) -> str:
         stack.notes.append("redis: REDIS_URL (not flushed; the benchmark's keys expire within "
                            "~90 s)")
         return configured
-    from app.embedded_redis import redis_server_command
+    from devstack.embedded_redis import redis_server_command
 
+    password = secrets.token_urlsafe(24)
     for attempt in range(3):
         port = free_port()
-        command = redis_server_command(port=port, data_dir=stack.scratch / "redis", persist=False)
+        command = redis_server_command(port=port, data_dir=stack.scratch / "redis", persist=False,
+                                       password=password)
         managed = spawn(f"redis-{attempt}", command, env=dict(os.environ), log_dir=stack.log_dir)
         stack.processes.append(managed)
-        url = f"redis://127.0.0.1:{port}/0"
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and managed.process.poll() is None:
             with contextlib.suppress(redis.RedisError):
@@ -519,9 +521,9 @@ def prepare_stack(stack: Stack, *, administrations: int) -> str:
     os.environ.update(stack.env)  # this process resolves the same settings (secrets dir)
 
     from app.database import Database, upgrade_schema
-    from app.demo_tenants import onboard_demo_sites
     from app.settings import load_settings
     from demo_systems.seeding import seed
+    from devstack.demo_tenants import onboard_demo_sites
 
     settings = load_settings(stack.env)
     settings.hub_data_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 ``python -m devstack run``      prepare data, then start every process through honcho
 ``python -m devstack redis``    the embedded Redis (a Procfile process)
 ``python -m devstack announce`` wait for the stack, print URLs, credentials and a curl example
+``python -m devstack onboard``  onboard the demo sites as hub tenants (``run`` does this too)
 
 The stack is a Procfile run by honcho; this module only prepares what the processes need
 (migrated database, seeded demo systems, onboarded demo tenants, exported settings) and
@@ -81,19 +82,22 @@ def _seed_demo_systems(settings: Settings) -> Path:
     return manifest
 
 
-def _onboard_demo_tenants(settings: Settings, manifest: Path) -> None:
+def _onboard_demo_tenants(settings: Settings, manifest: Path,
+                          system_urls: dict[str, str] | None = None) -> None:
     from app.database import Database
-    from app.demo_tenants import onboard_demo_sites
+    from devstack.demo_tenants import onboard_demo_sites
 
     database = Database(settings.database_url)
     try:
         credentials = onboard_demo_sites(
             db_session=database.session, manifest_path=manifest,
-            system_urls=_system_urls(settings), secrets_dir=settings.hub_secrets_dir)
+            system_urls=system_urls or _system_urls(settings),
+            secrets_dir=settings.hub_secrets_dir)
     finally:
         database.remove_session()
         database.engine.dispose()
-    _say(f"onboarded {len({c.tenant for c in credentials})} demo tenants")
+    _say(f"onboarded {len({c.tenant for c in credentials})} demo tenants with "
+         f"{len(credentials)} clients")
 
 
 def _system_urls(settings: Settings) -> dict[str, str]:
@@ -162,13 +166,29 @@ def run() -> None:
                         *processes], env)
 
 
+def onboard(manifest: Path | None, inventory_url: str | None,
+            administration_url: str | None) -> None:
+    """Onboard the demo sites of a manifest as tenants with connections, entitlements and
+    clients (default: the stack's own manifest and demo system ports)."""
+    settings = load_settings()
+    urls = _system_urls(settings)
+    urls.update({name: url for name, url in (("inventory", inventory_url),
+                                              ("administration", administration_url)) if url})
+    manifest = manifest or demo_data_dir(settings) / "manifest.json"
+    if not manifest.is_file():
+        raise SystemExit(f"[devstack] no manifest at {manifest}: seed the demo systems first "
+                         "(`python -m demo_systems seed` or `make run`)")
+    _onboard_demo_tenants(settings, manifest, urls)
+
+
 def redis() -> None:
     """Run the embedded Redis in the foreground (its data in the data folder)."""
-    from app.embedded_redis import exec_redis_server
+    from devstack.embedded_redis import exec_redis_server
 
     settings = load_settings()
     exec_redis_server(port=settings.hub_embedded_redis_port,
-                      data_dir=settings.hub_data_dir / "redis", persist=True)
+                      data_dir=settings.hub_data_dir / "redis",
+                      password=settings.hub_embedded_redis_password, persist=True)
 
 
 def _wait_for(description: str, probe, deadline: float) -> None:
@@ -255,9 +275,22 @@ def walkthrough(api: str, credentials: dict[str, str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "redis", "announce"])
-    command = parser.parse_args().command
-    {"run": run, "redis": redis, "announce": announce}[command]()
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help=run.__doc__)
+    commands.add_parser("redis", help=redis.__doc__)
+    commands.add_parser("announce", help="Wait for the stack, then print how to use it.")
+    onboarding = commands.add_parser("onboard", help="Onboard the demo sites as tenants.")
+    onboarding.add_argument("--manifest", type=Path,
+                            help="manifest.json written by `python -m demo_systems seed` "
+                                 "(default: the stack's).")
+    onboarding.add_argument("--inventory-url", help="Base URL of the demo inventory system.")
+    onboarding.add_argument("--administration-url",
+                            help="Base URL of the demo administration system.")
+    arguments = parser.parse_args()
+    if arguments.command == "onboard":
+        onboard(arguments.manifest, arguments.inventory_url, arguments.administration_url)
+        return
+    {"run": run, "redis": redis, "announce": announce}[arguments.command]()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import pytest
 
 from app import create_app
 from app.clients.service import ensure_client, new_client_secret
-from app.demo_tenants import DemoCredential
 from app.tenants.service import get_tenant_by_slug
+from devstack.demo_tenants import DemoCredential
 from tests.fixtures.processes import wait_until
 from tests.fixtures.tenants import TokenBook
 

@@ -1,11 +1,15 @@
 """The admin CLI: onboarding tenants, connections, clients and entitlements."""
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 
 import pytest
 
 from app.clients.service import get_client, secret_matches
+from app.settings import PROJECT_ROOT
 
 
 @pytest.fixture
@@ -115,3 +119,18 @@ def test_cli_refuses_unknown_scopes_and_bad_references(cli, slug, hub_app):
 
     assert scope.exit_code != 0 and "unknown scopes" in scope.output
     assert reference.exit_code != 0 and "file: or env:" in reference.output
+
+
+def test_demo_tenants_are_onboarded_by_the_local_stack_not_the_hub_cli(
+        hub_app, hub_environment, demo_data_dir, demo_inventory, demo_administration):
+    onboarded = subprocess.run(
+        [sys.executable, "-m", "devstack", "onboard", "--manifest",
+         str(demo_data_dir / "manifest.json"), "--inventory-url", demo_inventory.base_url,
+         "--administration-url", demo_administration.base_url],
+        cwd=PROJECT_ROOT, env={**os.environ, **hub_environment}, capture_output=True, text=True,
+        timeout=120)
+
+    assert onboarded.returncode == 0, onboarded.stderr[-3000:]
+    assert "demo tenants" in onboarded.stdout
+    assert _client(hub_app, "north-general-operator").is_active
+    assert "seed-demo" not in hub_app.test_cli_runner().invoke(args=["hub", "--help"]).output

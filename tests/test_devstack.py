@@ -7,9 +7,11 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import psutil
 import pytest
@@ -117,6 +119,20 @@ def test_stack_runs_the_smoke_pipeline_on_its_workers(running_stack):
 
     assert smoke.returncode == 0, smoke.stderr[-3000:]
     assert '"value": 42' in smoke.stdout
+
+
+def test_stack_redis_requires_its_password_and_no_process_logs_it(running_stack):
+    password = (Path(running_stack["data_dir"]) / "secrets" /
+                "hub_embedded_redis_password").read_text(encoding="utf-8").strip()
+
+    with socket.create_connection(("127.0.0.1", int(running_stack["HUB_EMBEDDED_REDIS_PORT"])),
+                                  timeout=5) as connection:
+        connection.sendall(b"PING\r\n")
+        reply = connection.makefile("rb").readline()
+
+    assert reply.startswith(b"-NOAUTH")
+    # Every process of the stack (API, workers, beat, Flower, announce) logs through honcho.
+    assert len(password) >= 32 and password not in "".join(running_stack["output"])
 
 
 def test_ctrl_c_stops_every_process_of_the_stack(running_stack):

@@ -10,7 +10,8 @@ from app.settings import PROJECT_ROOT, SETTINGS, SettingsError, load_settings, s
 
 # Every secret given, so nothing is generated into the (project-relative) data folder.
 ALL_SECRETS = {"HUB_SECRET_KEY": "k", "FLOWER_BASIC_AUTH": "u:p",
-               "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40, "HUB_PSEUDONYM_KEY": "p" * 40}
+               "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40, "HUB_PSEUDONYM_KEY": "p" * 40,
+               "HUB_EMBEDDED_REDIS_PASSWORD": "r" * 32}
 
 
 @pytest.fixture
@@ -23,7 +24,8 @@ def test_defaults_use_sqlite_and_embedded_redis_under_the_data_folder(data_dir):
 
     assert settings.database_url == f"sqlite:///{data_dir / 'hub.db'}"
     assert settings.redis_is_embedded
-    assert settings.redis_url == "redis://127.0.0.1:6390/0"
+    password = (data_dir / "secrets" / "hub_embedded_redis_password").read_text()
+    assert settings.redis_url == f"redis://:{password}@127.0.0.1:6390/0"
     assert settings.celery_broker_url == settings.redis_url
     assert settings.celery_result_backend == settings.redis_url
     assert settings.hub_secrets_dir == data_dir / "secrets"
@@ -88,7 +90,8 @@ def test_secrets_come_from_the_environment_or_a_file(data_dir, tmp_path):
     settings = load_settings({"HUB_DATA_DIR": str(data_dir), "HUB_SECRET_KEY": "from-env",
                               "FLOWER_BASIC_AUTH_FILE": str(secret_file),
                               "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40,
-                              "HUB_PSEUDONYM_KEY": "p" * 40})
+                              "HUB_PSEUDONYM_KEY": "p" * 40,
+                              "HUB_EMBEDDED_REDIS_PASSWORD": "r" * 32})
 
     assert settings.hub_secret_key == "from-env"
     assert settings.flower_basic_auth == "ops:from-file"
@@ -128,3 +131,38 @@ def test_readme_lists_every_setting_exactly_as_declared():
 def test_malformed_cache_ttls_are_refused(data_dir):
     with pytest.raises(SettingsError, match="HUB_CACHE_TTLS"):
         load_settings({"HUB_DATA_DIR": str(data_dir), "HUB_CACHE_TTLS": "administrations=soon"})
+
+
+def test_a_malformed_default_sync_schedule_stops_the_app_at_start(data_dir):
+    from app import create_app
+
+    # The settings module reads the schedule as text; the syncs check its grammar at start.
+    settings = load_settings({"HUB_DATA_DIR": str(data_dir), "HUB_SYNC_CACHE_WARMING": "hourly",
+                              **ALL_SECRETS})
+
+    with pytest.raises(SettingsError, match="HUB_SYNC_CACHE_WARMING"):
+        create_app(settings)
+
+
+def test_embedded_redis_gets_a_generated_password_that_its_url_carries(data_dir):
+    first = load_settings({"HUB_DATA_DIR": str(data_dir)})
+    second = load_settings({"HUB_DATA_DIR": str(data_dir)})
+
+    password = first.hub_embedded_redis_password
+    assert len(password) >= 32 and password == second.hub_embedded_redis_password
+    password_file = data_dir / "secrets" / "hub_embedded_redis_password"
+    assert stat.S_IMODE(os.stat(password_file).st_mode) == 0o600
+    assert first.redis_url.startswith(f"redis://:{password}@127.0.0.1:")
+    assert first.celery_broker_url == first.celery_result_backend == first.redis_url
+    assert password not in repr(first) and password not in str(first.redacted())
+    assert first.redacted()["REDIS_URL"] == "redis://:***@127.0.0.1:6390/0"
+
+
+def test_a_configured_redis_url_needs_no_embedded_password(data_dir):
+    settings = load_settings({"HUB_DATA_DIR": str(data_dir), "HUB_ENV": "production",
+                              **{k: v for k, v in ALL_SECRETS.items()
+                                 if k != "HUB_EMBEDDED_REDIS_PASSWORD"},
+                              "REDIS_URL": "redis://:cache-secret@cache.internal:6379/0"})
+
+    assert settings.hub_embedded_redis_password == ""
+    assert settings.redis_url == "redis://:cache-secret@cache.internal:6379/0"

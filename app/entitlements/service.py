@@ -38,12 +38,6 @@ ENTITLEMENT_MEMORY_SECONDS = 10.0
 _remembered: dict[tuple[str, str], tuple[float, bool]] = {}
 
 
-class NotEntitled(Problem):
-    """The caller may not read this resource (403, before any downstream call)."""
-
-    status = 403
-
-
 def tenant_owns_product(*, db_session: Session, tenant_id: str, product: str) -> bool:
     """Tell whether the tenant has an unrevoked entitlement to ``product``."""
     key = (tenant_id, product)
@@ -65,12 +59,13 @@ def forget_entitlements() -> None:
 
 def authorize_read(*, db_session: Session, tenant_id: str, scopes: frozenset[str],
                    resource_type: str) -> ResourceAccess:
-    """Return how to reach ``resource_type`` if the caller may read it; raise ``NotEntitled``."""
+    """Return how to reach ``resource_type`` if the caller may read it; raise a 403 ``Problem``
+    (``insufficient-scope`` or ``not-entitled``)."""
     access = RESOURCES[resource_type]
     if access.scope not in scopes:
-        raise NotEntitled(f"This lookup needs the scope {access.scope}.",
-                          problem_type="insufficient-scope")
+        raise Problem(f"This lookup needs the scope {access.scope}.",
+                      problem_type="insufficient-scope")
     if not tenant_owns_product(db_session=db_session, tenant_id=tenant_id, product=access.product):
-        raise NotEntitled(f"This tenant is not entitled to the {access.product} product.",
-                          problem_type="not-entitled")
+        raise Problem(f"This tenant is not entitled to the {access.product} product.",
+                      problem_type="not-entitled")
     return access

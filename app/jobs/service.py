@@ -27,7 +27,7 @@ from app.connectors import inventory as inventory_connector
 from app.connectors.resilience import DownstreamError
 from app.connectors.routing import NotConnected, connection_target
 from app.database import utcnow
-from app.entitlements.service import NotEntitled, tenant_owns_product
+from app.entitlements.service import tenant_owns_product
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.jobs.results import MERGERS, assert_phi_free
 from app.jobs.schemas import PARAMS_SCHEMAS
@@ -43,13 +43,6 @@ logger = logging.getLogger(__name__)
 JOB_PRODUCTS = {"administration_counts": ("administration",),
                 "dose_reconciliation": ("inventory", "administration")}
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-
-
-class JobProblem(Problem):
-    """A job request cannot be served (status first, as HTTP speaks of it)."""
-
-    def __init__(self, status: int, detail: str, **details):
-        super().__init__(detail, status=status, **details)
 
 
 @dataclass(frozen=True)
@@ -129,31 +122,31 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
         existing = None
     if existing is not None:
         if existing.request_hash != request_hash:
-            raise JobProblem(409, "This Idempotency-Key was used with a different request.",
-                             problem_type="idempotency-key-reused")
+            raise Problem("This Idempotency-Key was used with a different request.", status=409,
+                          problem_type="idempotency-key-reused")
         return Submission(existing, created=False)
 
     try:
         params = PARAMS_SCHEMAS[job_type]().load(raw_params)
     except ValidationError as invalid:
-        raise JobProblem(422, "The request has invalid fields; see errors.",
-                         errors={"json": {"params": invalid.messages}}) from None
+        raise Problem("The request has invalid fields; see errors.", status=422,
+                      errors={"json": {"params": invalid.messages}}) from None
     for product in JOB_PRODUCTS[job_type]:
         if not tenant_owns_product(db_session=db_session, tenant_id=tenant_id, product=product):
-            raise NotEntitled(f"This tenant is not entitled to the {product} product.",
-                              problem_type="not-entitled")
+            raise Problem(f"This tenant is not entitled to the {product} product.",
+                          problem_type="not-entitled")
 
     tenant = _tenant(db_session, tenant_uuid)
     try:
         catalogue = known_units(db_session=db_session, redis_client=redis_client,
                                 settings=settings, tenant=tenant, job_type=job_type)
     except (DownstreamError, NotConnected) as unreachable:
-        raise JobProblem(503, "The hospital system holding the unit list is unavailable.",
-                         problem_type="downstream-unavailable", retry_after=10) from unreachable
+        raise Problem("The hospital system holding the unit list is unavailable.", status=503,
+                      problem_type="downstream-unavailable", retry_after=10) from unreachable
     units = params.get("units") or catalogue
     unknown = sorted(set(units) - set(catalogue))
     if unknown:
-        raise JobProblem(422, "The request has invalid fields; see errors.", errors={
+        raise Problem("The request has invalid fields; see errors.", status=422, errors={
             "json": {"params": {"units": [f"unknown units: {', '.join(unknown)}"]}}})
 
     now = utcnow()
@@ -173,8 +166,8 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
         db_session.rollback()
         winner = _existing(db_session, tenant_uuid, idempotency_key)
         if winner is None or winner.request_hash != request_hash:
-            raise JobProblem(409, "This Idempotency-Key was used with a different request.",
-                             problem_type="idempotency-key-reused") from None
+            raise Problem("This Idempotency-Key was used with a different request.", status=409,
+                          problem_type="idempotency-key-reused") from None
         return Submission(winner, created=False)
     return Submission(job, created=True)
 
@@ -184,10 +177,10 @@ def get_job(*, db_session: Session, tenant_id: str, job_id: str) -> Job:
     try:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
-        raise JobProblem(404, "No such job.") from None
+        raise Problem("No such job.", status=404) from None
     job = db_session.get(Job, job_uuid)
     if job is None or job.tenant_id != uuid.UUID(tenant_id):
-        raise JobProblem(404, "No such job.")
+        raise Problem("No such job.", status=404)
     return job
 
 
@@ -232,7 +225,7 @@ def cancel_job(*, db_session: Session, job: Job) -> list[str]:
                        finished_at=utcnow(), error="cancelled by the client"):
         db_session.rollback()
         db_session.refresh(job)
-        raise JobProblem(409, f"The job has already {job.status}.", problem_type="job-finished")
+        raise Problem(f"The job has already {job.status}.", status=409, problem_type="job-finished")
     unfinished = list(db_session.scalars(select(JobUnit).where(
         JobUnit.job_id == job.id, JobUnit.status.in_(("pending", "running")))))
     for unit in unfinished:
@@ -416,16 +409,16 @@ def prepare_replay(*, db_session: Session, tenant_id: str | None, dead_letter_id
     except ValueError:
         letter = None
     if letter is None or (tenant_id and letter.tenant_id != uuid.UUID(tenant_id)):
-        raise JobProblem(404, "No such dead letter.")
+        raise Problem("No such dead letter.", status=404)
     if letter.job_id is None or letter.unit is None:
-        raise JobProblem(409, "This dead letter is not of a job unit; it cannot be replayed.",
-                         problem_type="dead-letter-not-replayable")
+        raise Problem("This dead letter is not of a job unit; it cannot be replayed.", status=409,
+                      problem_type="dead-letter-not-replayable")
     if letter.status != "open":
-        raise JobProblem(409, "This dead letter was already replayed.",
-                         problem_type="dead-letter-replayed")
+        raise Problem("This dead letter was already replayed.", status=409,
+                      problem_type="dead-letter-replayed")
     job = db_session.get(Job, letter.job_id)
     if job.status == "cancelled":
-        raise JobProblem(409, "The job was cancelled.", problem_type="job-finished")
+        raise Problem("The job was cancelled.", status=409, problem_type="job-finished")
     row = _unit_row(db_session, str(letter.job_id), letter.unit)
     row.status, row.attempts, row.error = "pending", 0, None
     _transition(db_session, job.id, to="running", allowed_from=("failed", "running"),

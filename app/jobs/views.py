@@ -20,6 +20,7 @@ from app.jobs.schemas import (
 )
 from app.observability.context import request_id_var
 from app.paging import InvalidCursor, decode_cursor, encode_cursor
+from app.problems import Problem
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1",
                 description="Asynchronous jobs over the tenant's hospital systems, and the "
@@ -41,9 +42,9 @@ def _decode(cursor: str) -> tuple[datetime, str]:
         position = decode_cursor(cursor, expected_keys={"created", "job"})
         return datetime.fromisoformat(position["created"]), str(position["job"])
     except (InvalidCursor, ValueError, TypeError):
-        raise service.JobProblem(422, "The request has invalid fields; see errors.",
-                                 errors={"query": {"cursor": ["not a cursor from this API"]}}
-                                 ) from None
+        raise Problem("The request has invalid fields; see errors.", status=422,
+                      errors={"query": {"cursor": ["not a cursor from this API"]}}
+                      ) from None
 
 
 @blp.post("/jobs")

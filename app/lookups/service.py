@@ -35,13 +35,6 @@ from app.settings import parse_cache_ttls
 from app.snapshots import service as snapshots
 
 
-class LookupFailed(Problem):
-    """A lookup cannot be answered (status first, as HTTP speaks of it)."""
-
-    def __init__(self, status: int, detail: str, **details):
-        super().__init__(detail, status=status, **details)
-
-
 @dataclass(frozen=True)
 class LookupAnswer:
     """A minimized answer and where it came from: HIT, MISS, STALE, or SNAPSHOT (with the time
@@ -95,24 +88,24 @@ def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, poli
             return LookupAnswer(cached.payload, "STALE", access.product)
         kept = snapshot() if snapshot and not refresh else None
         if kept is None:
-            raise LookupFailed(503, f"The {access.product} system is unavailable; try again "
-                                    "later.", problem_type="downstream-unavailable",
-                               retry_after=unavailable.retry_after or 5) from None
+            raise Problem(f"The {access.product} system is unavailable; try again "
+                          "later.", status=503, problem_type="downstream-unavailable",
+                          retry_after=unavailable.retry_after or 5) from None
         canonical, snapshot_at = kept
     except DownstreamNotFound:
-        raise LookupFailed(404, f"The {access.product} system has no such record.") from None
+        raise Problem(f"The {access.product} system has no such record.", status=404) from None
     except (NotConnected, CredentialUnavailable):
-        raise LookupFailed(503, f"This tenant's {access.product} system is not connected.",
-                           problem_type="not-connected", retry_after=60) from None
+        raise Problem(f"This tenant's {access.product} system is not connected.", status=503,
+                      problem_type="not-connected", retry_after=60) from None
     except (DownstreamRejected, *MAPPING_ERRORS):
-        raise LookupFailed(502, f"The {access.product} system gave an answer the hub cannot "
-                                "use.", problem_type="bad-downstream-answer") from None
+        raise Problem(f"The {access.product} system gave an answer the hub cannot "
+                      "use.", status=502, problem_type="bad-downstream-answer") from None
 
     try:
         payload = minimize_payload(canonical, _pseudonymizer(hub, principal))
     except RecordShapeError:
-        raise LookupFailed(502, f"The {access.product} system gave an answer the hub cannot "
-                                "use.", problem_type="bad-downstream-answer") from None
+        raise Problem(f"The {access.product} system gave an answer the hub cannot "
+                      "use.", status=502, problem_type="bad-downstream-answer") from None
     if snapshot_at is not None:
         # Never cached: the snapshot can be older than any TTL, and a cached copy would be
         # served as a fresh HIT once the system is back.

@@ -22,10 +22,6 @@ _LOOKUPS = {"administrations": service.list_administrations,
 _TIME_ARGS = frozenset({"since", "until"})
 
 
-class WarmingIncomplete(Problem):
-    """Some hot lookups could not be refreshed because their system was unavailable."""
-
-
 def _decoded(args: dict) -> dict:
     return {name: datetime.fromisoformat(value) if name in _TIME_ARGS and value else value
             for name, value in args.items()}
@@ -42,7 +38,7 @@ def _principal(tenant: Tenant, lookup: str, consumer: str) -> Principal:
 def warm_cache(*, hub: HubResources, tenant: Tenant) -> dict:
     """Refresh the tenant's hottest lookups in the cache; report what happened to them.
 
-    Raises ``WarmingIncomplete`` (the run fails) when a system was unavailable for some of
+    Raises a ``warming-incomplete`` Problem (the run fails) when a system was unavailable for some of
     them; lookups that no longer exist (404) or are no longer allowed are counted, not failed.
     """
     candidates = hot.hottest(hub.redis, tenant.slug, hub.settings.hub_cache_warming_top)
@@ -56,16 +52,18 @@ def warm_cache(*, hub: HubResources, tenant: Tenant) -> dict:
                                                  candidate["consumer"]),
                    refresh=True, **_decoded(candidate["args"]))
             refreshed += 1
-        except service.LookupFailed as failed:
+        except Problem as failed:
             if failed.status == 404:
                 gone += 1
-            else:
+            elif failed.status >= 500:  # the system is unavailable or answered unusably
                 unavailable += 1
-        except (Problem, PolicyMissing):  # the client would be refused too (entitlement gone)
+            else:  # the client would be refused too (entitlement or scope gone)
+                refused += 1
+        except PolicyMissing:
             refused += 1
     hot.decay(hub.redis, tenant.slug)
     if unavailable:
-        raise WarmingIncomplete(f"{unavailable} of {len(candidates)} hot lookups could not be "
-                                "refreshed: their system is unavailable.")
+        raise Problem(f"{unavailable} of {len(candidates)} hot lookups could not be "
+                      "refreshed: their system is unavailable.", problem_type="warming-incomplete")
     return {"candidates": len(candidates), "refreshed": refreshed, "unavailable": unavailable,
             "not_found": gone, "refused": refused}

@@ -46,13 +46,6 @@ LOCK_PREFIX = "hub:sync-lock:"
 RECENT_RUNS = 20
 
 
-class SyncProblem(Problem):
-    """A sync request cannot be served (status first, as HTTP speaks of it)."""
-
-    def __init__(self, status: int, detail: str, **details):
-        super().__init__(detail, status=status, **details)
-
-
 @dataclass(frozen=True)
 class ActiveSync:
     """A schedule that applies now, with its kind and tenant (None: hub-wide)."""
@@ -153,13 +146,13 @@ def _find(db_session: Session, schedule_id: str, *, tenant_id: str | None = None
         row = None
     if row is None or (tenant_id is not None and row.tenant_id is not None
                        and str(row.tenant_id) != tenant_id):
-        raise SyncProblem(404, "No such sync.")
+        raise Problem("No such sync.", status=404)
     # Only the owner's syncs are worked out: a run must not scan every tenant.
     owner = str(row.tenant_id) if row.tenant_id is not None else None
     for sync in active_syncs(db_session=db_session, tenant_id=owner, hub_wide=owner is None):
         if sync.schedule.id == row.id:
             return sync
-    raise SyncProblem(404, "No such sync.")
+    raise Problem("No such sync.", status=404)
 
 
 def sync_id_for(*, db_session: Session, kind: str, owner: str) -> str:
@@ -167,7 +160,7 @@ def sync_id_for(*, db_session: Session, kind: str, owner: str) -> str:
     for sync in active_syncs(db_session=db_session):
         if sync.kind.name == kind and (sync.tenant.slug if sync.tenant else HUB_SCOPE) == owner:
             return str(sync.schedule.id)
-    raise SyncProblem(404, f"No active {kind} sync for {owner}.")
+    raise Problem(f"No active {kind} sync for {owner}.", status=404)
 
 
 # --- running one ---------------------------------------------------------------------------
@@ -214,7 +207,7 @@ def run_sync(*, hub: HubResources, schedule_id: str, task_id: str | None = None,
     db_session = hub.database.session
     try:
         sync = _find(db_session, schedule_id)
-    except SyncProblem:
+    except Problem:  # no such sync (any more)
         logger.info("sync run dropped: schedule gone or no longer applies",
                     extra={"schedule_id": str(schedule_id)})
         return {"schedule_id": str(schedule_id), "outcome": "dropped"}
@@ -380,16 +373,16 @@ def update_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None, a
     db_session = hub.database.session
     sync = _find(db_session, schedule_id, tenant_id=tenant_id)
     if tenant_id is not None and sync.tenant is None:
-        raise SyncProblem(403, "Hub-wide syncs are changed by the hub's operators (see "
-                               "docs/syncs.md).", problem_type="hub-wide-sync")
+        raise Problem("Hub-wide syncs are changed by the hub's operators (see "
+                      "docs/syncs.md).", status=403, problem_type="hub-wide-sync")
     row = sync.schedule
     if schedule is not _UNSET:
         if schedule is not None:
             try:
                 parse_schedule(schedule, min_interval=hub.settings.hub_sync_min_interval)
             except InvalidSchedule as invalid:
-                raise SyncProblem(422, "The request has invalid fields; see errors.",
-                                  errors={"json": {"schedule": [str(invalid)]}}) from None
+                raise Problem("The request has invalid fields; see errors.", status=422,
+                              errors={"json": {"schedule": [str(invalid)]}}) from None
             schedule = normalized(schedule)
         row.schedule = schedule
     if enabled is not None:
@@ -410,8 +403,8 @@ def trigger_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None) 
     """Send a sync's task now; its single-flight lock still applies."""
     sync = _find(hub.database.session, schedule_id, tenant_id=tenant_id)
     if tenant_id is not None and sync.tenant is None:
-        raise SyncProblem(403, "Hub-wide syncs are run by the hub's operators (see "
-                               "docs/syncs.md).", problem_type="hub-wide-sync")
+        raise Problem("Hub-wide syncs are run by the hub's operators (see "
+                      "docs/syncs.md).", status=403, problem_type="hub-wide-sync")
     task_id = dispatch.run_sync_now(task_name=sync.kind.task, schedule_id=str(sync.schedule.id))
     return {"id": str(sync.schedule.id), "task_id": task_id}
 

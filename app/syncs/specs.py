@@ -10,6 +10,8 @@ from datetime import timedelta
 
 from celery.schedules import crontab, schedule
 
+from app.settings import SETTINGS, Settings, SettingsError
+
 # A day: the longest interval a sync may be given (longer cadences are crontabs).
 MAX_INTERVAL_SECONDS = 86_400
 # A crontab run that no worker took within this long is dropped rather than run late.
@@ -61,3 +63,14 @@ def expires_seconds(spec: str) -> int:
     """How long a due run may wait for a worker before it is dropped: its own interval (the
     next run is due by then), or an hour for a crontab."""
     return int(spec) if is_interval(spec) else CRONTAB_EXPIRES_SECONDS
+
+
+def check_default_schedules(settings: Settings) -> None:
+    """Refuse to start when a ``HUB_SYNC_*`` default schedule is not a valid spec (the error
+    names the variable). Run at app start: the syncs own this grammar, not the settings."""
+    for setting in SETTINGS:
+        if setting.name.startswith("HUB_SYNC_") and setting.kind == "str":
+            try:
+                parse_schedule(getattr(settings, setting.attr))
+            except InvalidSchedule as invalid:
+                raise SettingsError(f"{setting.name}: {invalid}") from None

@@ -1,9 +1,11 @@
 """Onboard the demo hospital sites as tenants, from the manifest the demo systems write.
 
-The hub reads only that file (and talks to the demo systems over HTTP); it never imports them.
+Only the local stack (``make run``, ``python -m devstack onboard``), the test fixtures and the
+benchmarks onboard demo tenants, so this lives in ``devstack/``, never in ``app/``. It reads
+only the manifest (the hub talks to the demo systems over HTTP and never imports them).
 Client secrets of the demo tenants are kept in ``<secrets>/demo-clients.json`` (mode 0600) so
-``make run`` can print working credentials on every start; real tenants are onboarded with the
-admin CLI, which shows a secret once and keeps only its hash.
+the local stack can hand out working credentials on every start; real tenants are onboarded
+with the operator CLI, which shows a secret once and keeps only its hash.
 """
 
 from __future__ import annotations
