@@ -142,8 +142,10 @@ def test_job_params_at_the_edges_are_422(api, tokens, params, path):
     ("/v1/audit-events?limit=5", OPERATOR, "limit"),
     ("/v1/dead-letters?status=replayed", OPERATOR, "status"),
     ("/v1/admin/syncs?tenant=river-valley", OPERATOR, "tenant"),
+    ("/v1/containers/NGH-C00000001/origin?unit=ICU-3", EMAR, "unit"),
+    ("/v1/jobs/5b0f3a0e-1d2c-4c55-9a43-0f3b1e6b3c10?fields=result", OPERATOR, "fields"),
 ])
-def test_unknown_query_parameters_of_each_list_are_422_naming_them(
+def test_unknown_query_parameters_of_each_list_and_read_are_422_naming_them(
         api, tokens, demo_administration, demo_inventory, url, client, name):
     response = api.get(url, headers=tokens.headers(client))
 

@@ -93,7 +93,8 @@ def submit_job(headers: dict, body: dict):
 @blp.alt_response(404, description="No such job for this tenant.")
 @blp.doc(security=[{"bearer": []}])
 @requires_scopes("jobs:read")
-def get_job(job_id: str):
+@blp.arguments(NoParametersSchema, location="query")
+def get_job(_query: dict, job_id: str):
     """A job's status, progress (units done / total), timestamps, PHI-free error, and its
     de-identified result once succeeded."""
     g.audit_resource_type = "jobs"

@@ -11,6 +11,7 @@ from flask import g, jsonify, request, url_for
 from flask_smorest import Blueprint
 
 from app.auth.principal import current_principal
+from app.canonical.parameters import NoParametersSchema
 from app.canonical.times import format_utc
 from app.extensions import resources
 from app.lookups import fhir, service
@@ -104,12 +105,13 @@ def list_administrations(query: dict):
 # instead of falling through the routing.
 @blp.get("/containers/<path:container_id>/origin")
 @blp.arguments(ContainerPathSchema, location="path")
+@blp.arguments(NoParametersSchema, location="query")
 @blp.response(200, ContainerOriginOutSchema, description="The container and its movement "
               "chain. With `Accept: application/fhir+json`, a FHIR R4 Bundle (Medication and "
               "one SupplyDelivery per movement).")
 @blp.alt_response(404, description="The inventory system has no such container.")
 @_document_errors
-def container_origin(_path: dict, container_id: str):
+def container_origin(_path: dict, _query: dict, container_id: str):
     """Where a container came from: medication, lot, expiry and its movements (pharmacy →
     cabinet → unit), with locations in canonical codes and times in UTC."""
     g.audit_resource_type = "container_origin"

@@ -34,7 +34,8 @@ def list_syncs(_query: dict):
 @blp.alt_response(404, description="No such sync for this tenant.")
 @blp.doc(security=[{"bearer": []}])
 @requires_scopes("admin")
-def get_sync(sync_id: str):
+@blp.arguments(NoParametersSchema, location="query")
+def get_sync(_query: dict, sync_id: str):
     """One sync, with its most recent runs."""
     g.audit_resource_type = "syncs"
     return service.get_sync(hub=resources(), schedule_id=sync_id,
