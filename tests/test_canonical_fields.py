@@ -70,3 +70,15 @@ def test_stored_times_are_sent_with_a_utc_offset_even_when_the_database_drops_it
 
     assert shown.endswith("Z")
     assert datetime.fromisoformat(shown) == naive.replace(microsecond=0, tzinfo=UTC)
+
+
+@given(st.one_of(st.text(max_size=60), st.datetimes(timezones=st.timezones()).map(
+    lambda moment: moment.isoformat())))
+def test_any_timestamp_text_is_a_field_error_or_an_instant_in_range(text):
+    try:
+        loaded = Parameters().load({"at": text})["at"]
+    except ValidationError as refused:
+        assert set(refused.messages) == {"at"}
+        return
+    assert loaded.utcoffset().total_seconds() == 0
+    assert 1900 <= loaded.year <= 2999
