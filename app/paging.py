@@ -1,33 +1,125 @@
-"""Opaque paging cursors of every list endpoint (URL-safe base64 of a small JSON object).
+"""Opaque, tamper-evident paging cursors: the one codec of every list endpoint.
 
-A cursor carries only paging positions (a downstream cursor, an offset), never filter values,
-so it cannot carry PHI; the filters are sent again with every page.
+A cursor is the URL-safe base64 of a small JSON object, the position where the next page
+starts (a downstream cursor, an offset, an id), followed by an HMAC over that position, the kind
+of list, the tenant and the query's filters. A cursor that was altered or forged, or that was
+issued to another tenant, for another list or for other filters, fails the check; then every
+position value is checked for its type and range. Either way the answer is 422 naming
+``cursor``, before anything reads the position, so nothing made up is sent downstream or to
+the database.
+
+A cursor carries only paging positions, never filter values (they are bound, not carried), so
+it cannot carry PHI; the filters are sent again with every page.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import fields, validate
+
+from app.problems import Problem
+
+MAX_CURSOR_LENGTH = 1024
+_VERSION = "c1"
+_PART = re.compile(r"^[A-Za-z0-9_-]+$", re.ASCII)
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
+NOT_A_CURSOR = "not a cursor from this API for this tenant and these filters"
+
+PositionCheck = Callable[[Any], bool]
 
 
-class InvalidCursor(ValueError):
-    """The cursor was not made by the hub."""
+@dataclass(frozen=True)
+class CursorKind:
+    """What one list's cursors hold: the list's name (a cursor of one list is refused by
+    another) and a check of each position value's type and range."""
+
+    name: str
+    positions: Mapping[str, PositionCheck]
 
 
-def encode_cursor(position: dict) -> str:
-    """Return the cursor of ``position``."""
+def integer(minimum: int, maximum: int) -> PositionCheck:
+    """A position that is an integer (not a bool or a float) in [minimum, maximum]."""
+    return lambda value: (isinstance(value, int) and not isinstance(value, bool)
+                          and minimum <= value <= maximum)
+
+
+def text(pattern: str) -> PositionCheck:
+    """A position that is a string matching ``pattern`` (ASCII)."""
+    grammar = re.compile(pattern, re.ASCII)
+    return lambda value: isinstance(value, str) and bool(grammar.match(value))
+
+
+class CursorField(fields.String):
+    """The ``cursor`` query parameter: a bounded string of the cursor grammar. Whether it is
+    genuine is checked where the list is read (``decode_cursor``), which knows the tenant."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {"description": "`next_cursor` of the previous page."})
+        super().__init__(validate=[
+            validate.Length(max=MAX_CURSOR_LENGTH, error=NOT_A_CURSOR),
+            validate.Regexp(CURSOR_PATTERN, re.ASCII, error=NOT_A_CURSOR)], **kwargs)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    raise TypeError(f"cannot bind a cursor to a {type(value).__name__}")
+
+
+def _mac(kind: CursorKind, payload: str, *, key: str, tenant_id: str, query: Mapping) -> str:
+    filters = {name: value for name, value in query.items() if value is not None}
+    message = json.dumps([_VERSION, kind.name, str(tenant_id), filters, payload],
+                         sort_keys=True, separators=(",", ":"), default=_json_value)
+    # A key of its own for cursors, derived from the hub's secret, so a cursor MAC can never
+    # stand in for anything else signed with that secret.
+    cursor_key = hmac.new(key.encode(), b"hub paging cursor", hashlib.sha256).digest()
+    digest = hmac.new(cursor_key, message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def encode_cursor(kind: CursorKind, position: dict, *, key: str, tenant_id: str,
+                  query: Mapping) -> str:
+    """Return the cursor of ``position`` in the list ``kind``, bound to the tenant and the
+    query's filters (None filters count as absent)."""
     raw = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    payload = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{payload}.{_mac(kind, payload, key=key, tenant_id=tenant_id, query=query)}"
 
 
-def decode_cursor(cursor: str, *, expected_keys: set[str]) -> dict:
-    """Return the position a cursor holds, checking it has exactly ``expected_keys``."""
+def invalid_cursor() -> Problem:
+    """The 422 problem naming ``cursor`` (the cursor itself is not repeated)."""
+    return Problem("The request has invalid fields; see errors.", status=422,
+                   errors={"query": {"cursor": [NOT_A_CURSOR]}})
+
+
+def decode_cursor(kind: CursorKind, cursor: str, *, key: str, tenant_id: str,
+                  query: Mapping) -> dict:
+    """Return the position ``cursor`` holds if the hub issued it for this list, tenant and
+    query, and every value passes its check; otherwise raise the 422 ``Problem``."""
+    if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_LENGTH or not cursor.isascii():
+        raise invalid_cursor()
+    payload, _, mac = cursor.partition(".")
+    if not (_PART.match(payload) and _PART.match(mac)):
+        raise invalid_cursor()
+    expected = _mac(kind, payload, key=key, tenant_id=tenant_id, query=query)
+    if not hmac.compare_digest(mac, expected):
+        raise invalid_cursor()
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        position = json.loads(raw)
+        position = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (binascii.Error, ValueError):
-        raise InvalidCursor("not a cursor from this API") from None
-    if not isinstance(position, dict) or set(position) != expected_keys:
-        raise InvalidCursor("not a cursor from this API")
+        raise invalid_cursor() from None
+    if not isinstance(position, dict) or set(position) != set(kind.positions):
+        raise invalid_cursor()
+    if not all(check(position[name]) for name, check in kind.positions.items()):
+        raise invalid_cursor()
     return position

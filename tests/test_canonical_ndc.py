@@ -64,3 +64,22 @@ def test_arbitrary_text_is_either_an_ndc11_or_refused(text):
     except InvalidNdc:
         return
     assert len(result) == 11 and result.isdigit()
+
+
+@pytest.mark.parametrize("lookalike", ["０４０９-４８８８-０２", "٠٤٠٩-٤٨٨٨-٠٢", "۰۴۰۹۴۸۸۸۸۰۲",
+                                       "0409–4888–02"])
+def test_ndcs_in_other_scripts_digits_or_dashes_are_refused(lookalike):
+    with pytest.raises(InvalidNdc, match="ASCII"):
+        normalize_ndc(lookalike)
+
+
+@given(st.text(st.characters(categories=["Nd"]), min_size=11, max_size=11)
+       .filter(lambda text: not text.isascii()))
+def test_eleven_digits_of_any_other_script_are_not_an_ndc(digits_elsewhere):
+    with pytest.raises(InvalidNdc):
+        normalize_ndc(digits_elsewhere)
+
+
+def test_an_overlong_ndc_is_refused_before_it_is_parsed():
+    with pytest.raises(InvalidNdc, match="at most"):
+        normalize_ndc("0" * 100_000)

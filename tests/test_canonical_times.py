@@ -36,3 +36,10 @@ def test_utc_round_trips_to_the_second(moment):
 def test_unreadable_timestamps_are_refused(bad, zone):
     with pytest.raises(InvalidTimestamp):
         to_utc(bad, zone)
+
+
+@pytest.mark.parametrize("edge", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+                                  "1899-12-31T23:59:59Z", "3000-01-01T00:00:00Z"])
+def test_instants_at_the_calendars_edges_are_refused(edge):
+    with pytest.raises(InvalidTimestamp, match="between"):
+        to_utc(edge)

@@ -47,3 +47,21 @@ def test_tenant_code_map_wins_over_the_pattern():
 def test_unreadable_unit_codes_are_refused(bad):
     with pytest.raises(InvalidUnitCode):
         canonical_unit(bad)
+
+
+@pytest.mark.parametrize("lookalike", ["ıcu-3", "ſICU-3", "ICU-٣", "ＩＣＵ-3", "ICU-３"])
+def test_unit_codes_that_only_look_like_ascii_are_refused(lookalike):
+    with pytest.raises(InvalidUnitCode, match="ASCII"):
+        canonical_unit(lookalike)
+
+
+@given(st.text(min_size=1, max_size=12).filter(lambda text: not text.isascii()))
+def test_any_code_with_a_non_ascii_character_is_refused(code):
+    with pytest.raises(InvalidUnitCode):
+        canonical_unit(code)
+
+
+@pytest.mark.parametrize("length", [33, 4_000, 100_000])
+def test_overlong_unit_codes_are_refused_before_they_are_parsed(length):
+    with pytest.raises(InvalidUnitCode, match="at most"):
+        canonical_unit("ICU-" + "9" * length)

@@ -6,7 +6,7 @@ import pytest
 
 from app.canonical.schemas import AdministrationSchema, ContainerSchema
 from app.connectors import administration, inventory
-from app.connectors.base import ConnectionTarget, map_records
+from app.connectors.base import ConnectionTarget, map_records, resource_url
 from app.observability import metrics
 
 
@@ -100,3 +100,17 @@ def test_unit_code_maps_translate_both_ways():
 ])
 def test_inventory_asks_for_every_ndc10_spelling_an_ndc11_may_have(ndc11, spellings):
     assert inventory.ndc10_candidates(ndc11) == spellings
+
+
+def test_an_odd_container_id_is_one_percent_encoded_path_segment():
+    url = resource_url("http://inventory.test/api/v2/sites/north-general/", "containers",
+                       "NGH-C1#x?unit=ICU-3/../NGH-C2%", "movements")
+
+    assert url == ("http://inventory.test/api/v2/sites/north-general/containers/"
+                   "NGH-C1%23x%3Funit%3DICU-3%2F..%2FNGH-C2%25/movements")
+
+
+@pytest.mark.parametrize("segment", ["", ".", ".."])
+def test_a_path_segment_that_would_move_up_or_vanish_is_refused(segment):
+    with pytest.raises(ValueError):
+        resource_url("http://inventory.test/api", "containers", segment)

@@ -2,57 +2,46 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+import re
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from app.audit.records import OUTCOMES
 from app.canonical.fields import UtcDateTimeField
-from app.paging import InvalidCursor, decode_cursor, encode_cursor
+from app.canonical.parameters import StrictSchema
+from app.paging import CursorField
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
+# Operations are blueprint.view names; resource types are snake_case words.
+_OPERATION = validate.Regexp(r"^[a-z][a-z0-9_]{0,49}(\.[a-z][a-z0-9_]{0,49})?$", re.ASCII,
+                             error="an operation name (blueprint.view)")
+_RESOURCE_TYPE = validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$", re.ASCII,
+                                 error="a resource type (lower-case letters, digits, _)")
+# The grammar request ids are accepted in (app.observability.context); client ids fit it too.
+_CLIENT_OR_REQUEST_ID = validate.Regexp(r"^[A-Za-z0-9._:-]{1,64}$", re.ASCII,
+                                        error="1 to 64 ASCII letters, digits, '.', '_', ':' "
+                                              "or '-'")
 
 
-class AuditCursorField(fields.Field):
-    """The opaque paging cursor: where the next page starts (an event's position, no filter
-    values), as URL-safe base64 of a small JSON object."""
-
-    def _serialize(self, value, attr, obj, **kwargs) -> str | None:
-        return None if value is None else encode_cursor({"before": value})
-
-    def _deserialize(self, value, attr, data, **kwargs) -> int:
-        if not isinstance(value, str):
-            raise ValidationError("not a cursor from this API")
-        try:
-            before = decode_cursor(value, expected_keys={"before"})["before"]
-        except InvalidCursor as invalid:
-            raise ValidationError(str(invalid)) from None
-        if not isinstance(before, int) or isinstance(before, bool) or before < 1:
-            raise ValidationError("not a cursor from this API")
-        return before
-
-
-class AuditEventQuerySchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
+class AuditEventQuerySchema(StrictSchema):
     since = UtcDateTimeField(metadata={"description": "Occurred at or after (with UTC offset).",
                                        "example": "2026-11-24T00:00:00Z"})
     until = UtcDateTimeField(metadata={"description": "Occurred before (with UTC offset).",
                                        "example": "2026-11-25T00:00:00+01:00"})
-    operation = fields.String(validate=validate.Length(max=100), metadata={
+    operation = fields.String(validate=_OPERATION, metadata={
         "description": "The API operation (blueprint.view).",
         "example": "lookups.list_administrations"})
     outcome = fields.String(validate=validate.OneOf(OUTCOMES), metadata={
         "description": "success (2xx/3xx), denied (401/403), rejected (other 4xx, including 429) "
                        "or error (5xx).", "example": "denied"})
-    resource_type = fields.String(validate=validate.Length(max=64),
+    resource_type = fields.String(validate=_RESOURCE_TYPE,
                                   metadata={"example": "administrations"})
-    client_id = fields.String(validate=validate.Length(max=64),
+    client_id = fields.String(validate=_CLIENT_OR_REQUEST_ID,
                               metadata={"example": "north-general-emar"})
-    request_id = fields.String(validate=validate.Length(max=64),
+    request_id = fields.String(validate=_CLIENT_OR_REQUEST_ID,
                                metadata={"example": "4f1c2b7e9a0d4e5f8a6b3c2d1e0f9a8b"})
-    cursor = AuditCursorField(attribute="before_id", metadata={
-        "type": "string", "description": "`next_cursor` of the previous page."})
+    cursor = CursorField()
     page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE,
                                validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
                                metadata={"description": f"At most {MAX_PAGE_SIZE}."})
@@ -83,7 +72,6 @@ class AuditEventSchema(Schema):
 
 class AuditEventPageSchema(Schema):
     items = fields.List(fields.Nested(AuditEventSchema), attribute="events")
-    next_cursor = AuditCursorField(attribute="next_before_id", allow_none=True, metadata={
-        "type": "string", "description": "Pass as `cursor` for the next (older) page; null on "
-                                         "the last page.",
-        "example": "eyJiZWZvcmUiOjEyMzR9"})
+    next_cursor = fields.String(allow_none=True, metadata={
+        "description": "Pass as `cursor` for the next (older) page; null on the last page.",
+        "example": "eyJiZWZvcmUiOjEyMzR9.q3Jd0n1wH6c4mB2x9yZ8aT5uK7vL0pQ1rS2tU3vW4xY"})

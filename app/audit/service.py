@@ -23,6 +23,7 @@ from app.audit.chain import append_records
 from app.audit.models import AuditEvent
 from app.audit.records import AuditRecord
 from app.database import Database, utcnow
+from app.paging import CursorKind, decode_cursor, encode_cursor, integer
 
 PENDING_KEY = "hub:audit:pending"
 # Queue entries that could not be read back (written by something other than the hub): kept for
@@ -123,22 +124,30 @@ def pending_count(*, redis_client: redis.Redis) -> int:
     return redis_client.llen(PENDING_KEY)
 
 
+# The id of the last event of a page: a row id of the audit table (a 64-bit integer).
+AUDIT_CURSOR = CursorKind("audit-events", {"before": integer(1, 2**63 - 1)})
+
+
 @dataclass(frozen=True)
 class AuditPage:
-    """A page of events, newest first, and where the next page starts."""
+    """A page of events, newest first, and the cursor of the next page."""
 
     events: list[AuditRecord]
-    next_before_id: int | None
+    next_cursor: str | None
 
 
 def list_events(*, redis_client: redis.Redis, db_session: Session, tenant_id: str,
                 since: datetime | None = None, until: datetime | None = None,
                 operation: str | None = None, outcome: str | None = None,
                 resource_type: str | None = None, client_id: str | None = None,
-                request_id: str | None = None, before_id: int | None = None,
-                page_size: int = 100) -> AuditPage:
+                request_id: str | None = None, cursor: str | None = None,
+                cursor_key: str, page_size: int = 100) -> AuditPage:
     """Return one tenant's events matching every given filter, newest first, after writing the
     queued ones (so the page covers requests up to now)."""
+    binding = {"key": cursor_key, "tenant_id": tenant_id, "query": {
+        "since": since, "until": until, "operation": operation, "outcome": outcome,
+        "resource_type": resource_type, "client_id": client_id, "request_id": request_id}}
+    before_id = decode_cursor(AUDIT_CURSOR, cursor, **binding)["before"] if cursor else None
     try:
         write_pending_events(redis_client=redis_client, db_session=db_session,
                              wait_seconds=LIST_DRAIN_WAIT_SECONDS)
@@ -162,4 +171,5 @@ def list_events(*, redis_client: redis.Redis, db_session: Session, tenant_id: st
     rows = list(db_session.scalars(query.order_by(AuditEvent.id.desc()).limit(page_size + 1)))
     page, more = rows[:page_size], len(rows) > page_size
     return AuditPage(events=[AuditRecord.from_row(row) for row in page],
-                     next_before_id=page[-1].id if more else None)
+                     next_cursor=encode_cursor(AUDIT_CURSOR, {"before": page[-1].id}, **binding)
+                     if more else None)

@@ -27,7 +27,7 @@ _PAGE_EXAMPLE = {
         "status_code": 200,
         "latency_ms": 14,
     }],
-    "next_cursor": "eyJiZWZvcmUiOjEyMzR9",
+    "next_cursor": "eyJiZWZvcmUiOjEyMzR9.q3Jd0n1wH6c4mB2x9yZ8aT5uK7vL0pQ1rS2tU3vW4xY",
 }
 
 
@@ -55,4 +55,5 @@ def list_audit_events(query: dict):
     """
     hub = resources()
     return service.list_events(redis_client=hub.redis, db_session=hub.database.session,
-                               tenant_id=current_principal().tenant_id, **query)
+                               tenant_id=current_principal().tenant_id,
+                               cursor_key=hub.settings.hub_secret_key, **query)

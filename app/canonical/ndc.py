@@ -4,13 +4,19 @@ An NDC is labeler-product-package. The 10-digit forms come in three layouts, 4-4
 5-4-1; the 11-digit (HIPAA) form pads the short segment with a leading zero to 5-4-2. With
 dashes the layout is plain; a bare 10-digit string is ambiguous (``1234567890`` could be any of
 the three), so it is refused rather than guessed.
+
+NDCs are ASCII by grammar: ``str.isdigit()`` is true for full-width and Arabic-Indic digits,
+so the value is checked to be ASCII (and at most ``MAX_NDC_LENGTH`` characters) before
+anything else reads it.
 """
 
 from __future__ import annotations
 
 import re
 
-_SEPARATORS = re.compile(r"[\s\-–]+")
+MAX_NDC_LENGTH = 20
+_SEPARATORS = re.compile(r"[ \t\-]+")
+_DIGITS = re.compile(r"^[0-9]+$", re.ASCII)
 _CANONICAL_WIDTHS = (5, 4, 2)
 
 
@@ -26,9 +32,13 @@ def normalize_ndc(value: str) -> str:
     """
     if not isinstance(value, str):
         raise InvalidNdc("an NDC must be a string")
+    if not value.isascii():
+        raise InvalidNdc("an NDC has only ASCII digits and dashes")
+    if len(value) > MAX_NDC_LENGTH:
+        raise InvalidNdc(f"an NDC has at most {MAX_NDC_LENGTH} characters")
     text = value.strip()
     parts = [part for part in _SEPARATORS.split(text) if part]
-    if not parts or not all(part.isdigit() for part in parts):
+    if not parts or not all(_DIGITS.match(part) for part in parts):
         raise InvalidNdc("an NDC has only digits and dashes")
     if len(parts) == 1:
         digits = parts[0]
@@ -54,6 +64,6 @@ def normalize_ndc(value: str) -> str:
 
 def format_ndc11(ndc11: str) -> str:
     """Return an 11-digit NDC with dashes, 5-4-2 (``04094-8888-02``)."""
-    if len(ndc11) != 11 or not ndc11.isdigit():
+    if len(ndc11) != 11 or not _DIGITS.match(ndc11):
         raise InvalidNdc("an 11-digit NDC has 11 digits")
     return f"{ndc11[:5]}-{ndc11[5:9]}-{ndc11[9:]}"

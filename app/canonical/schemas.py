@@ -7,11 +7,15 @@ are UTC ``...Z`` strings, NDCs 11 digits, unit codes canonical (``ICU-3``).
 
 from __future__ import annotations
 
+import re
+
 from marshmallow import RAISE, Schema, fields, validate
 
-NDC11 = validate.Regexp(r"^\d{11}$", error="an NDC-11 has 11 digits")
-UNIT_CODE = validate.Regexp(r"^[A-Z&/]+(-[A-Z&/]+)*(-\d+)?$", error="not a canonical unit code")
-UTC_TIMESTAMP = validate.Regexp(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
+# re.ASCII: \d would otherwise match every script's digits.
+NDC11 = validate.Regexp(r"^\d{11}$", re.ASCII, error="an NDC-11 has 11 digits")
+UNIT_CODE = validate.Regexp(r"^[A-Z&/]+(-[A-Z&/]+)*(-\d+)?$", re.ASCII,
+                            error="not a canonical unit code")
+UTC_TIMESTAMP = validate.Regexp(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$", re.ASCII,
                                 error="not a UTC timestamp (…Z)")
 
 

@@ -1,9 +1,18 @@
-"""Timestamps: native local times (with an offset, or naive in the site's timezone) to UTC."""
+"""Timestamps: native local times (with an offset, or naive in the site's timezone) to UTC.
+
+Every instant the hub takes lies between ``EARLIEST`` and ``LATEST``: at the calendar's edges
+(``0001-01-01T00:00:00+14:00``) the UTC instant is not a ``datetime`` at all, and no hospital
+record or query window is meant there.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC)
+_OUT_OF_RANGE = f"a timestamp lies between {EARLIEST.year} and {LATEST.year} (UTC)"
 
 
 class InvalidTimestamp(ValueError):
@@ -31,7 +40,14 @@ def to_utc(value: str | datetime, site_timezone: str = "UTC") -> datetime:
             moment = moment.replace(tzinfo=ZoneInfo(site_timezone), fold=0)
         except ZoneInfoNotFoundError:
             raise InvalidTimestamp("unknown site timezone") from None
-    return moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidTimestamp(_OUT_OF_RANGE) from None
+    if not EARLIEST <= moment <= LATEST:
+        raise InvalidTimestamp(_OUT_OF_RANGE)
+    return moment
+
 
 
 def format_utc(moment: datetime) -> str:

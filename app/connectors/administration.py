@@ -13,7 +13,7 @@ from datetime import datetime
 from app.canonical.schemas import AdministrationSchema
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
-from app.connectors.base import ConnectionTarget, map_records
+from app.connectors.base import ConnectionTarget, map_records, resource_url
 from app.connectors.resilience import get_json
 
 SYSTEM = "administration"
@@ -59,7 +59,7 @@ def administrations_page(target: ConnectionTarget, *, unit: str | None, ndc11: s
         params["until"] = format_utc(until)
     if native_cursor:
         params["cursor"] = native_cursor
-    answer = get_json(system=SYSTEM, url=target.base_url + "/administrations", params=params,
+    answer = get_json(system=SYSTEM, url=resource_url(target.base_url, "administrations"), params=params,
                       headers={"Authorization": f"ApiKey {target.credential}"},
                       breaker=target.breaker, policy=target.policy)
     records = map_records(answer.get("data", []), lambda item: _administration(target, item),
@@ -83,7 +83,7 @@ def iter_administrations(target: ConnectionTarget, *, unit: str | None, ndc11: s
 
 def unit_codes(target: ConnectionTarget) -> list[str]:
     """Return the canonical codes of the facility's wards."""
-    answer = get_json(system=SYSTEM, url=target.base_url + "/wards", params={},
+    answer = get_json(system=SYSTEM, url=resource_url(target.base_url, "wards"), params={},
                       headers={"Authorization": f"ApiKey {target.credential}"},
                       breaker=target.breaker, policy=target.policy)
     return sorted(canonical_unit(ward["ward"], target.unit_codes)

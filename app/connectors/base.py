@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import pybreaker
 from marshmallow import Schema, ValidationError
@@ -46,6 +47,17 @@ class ConnectionTarget:
             if canonical_unit(canonical) == unit:
                 return native
         return None
+
+
+def resource_url(base_url: str, *segments: str) -> str:
+    """Return the URL of a resource under a system's ``base_url``: each segment is
+    percent-encoded whole (``/``, ``#``, ``?``, ``%`` included), so an id is always one path
+    segment and can neither reach another resource nor add a query. Query parameters go in
+    ``params=``, never here."""
+    for segment in segments:
+        if not isinstance(segment, str) or segment in ("", ".", ".."):
+            raise ValueError("a path segment is a non-empty string other than . and ..")
+    return "/".join([base_url.rstrip("/"), *(quote(segment, safe="") for segment in segments)])
 
 
 def checked(record: dict, schema: Schema) -> dict:

@@ -18,7 +18,7 @@ from app.canonical.schemas import (
 )
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
-from app.connectors.base import ConnectionTarget, checked, map_records
+from app.connectors.base import ConnectionTarget, checked, map_records, resource_url
 from app.connectors.resilience import get_json
 
 SYSTEM = "inventory"
@@ -30,13 +30,13 @@ _movement_schema = MovementSchema()
 _catalogue_entry_schema = LocationCatalogueEntrySchema()
 
 
-def _get(target: ConnectionTarget, path: str, params: dict | None = None) -> dict:
-    return get_json(system=SYSTEM, url=target.base_url + path, params=params or {},
+def _get(target: ConnectionTarget, path: tuple[str, ...], params: dict | None = None) -> dict:
+    return get_json(system=SYSTEM, url=resource_url(target.base_url, *path), params=params or {},
                     headers={"X-Api-Key": target.credential}, breaker=target.breaker,
                     policy=target.policy)
 
 
-def _native_pages(target: ConnectionTarget, path: str, params: dict) -> Iterator[list[dict]]:
+def _native_pages(target: ConnectionTarget, path: tuple[str, ...], params: dict) -> Iterator[list[dict]]:
     """Yield the native items of an offset/limit listing, one page at a time, until the
     system's ``total`` is reached (bounded memory: one page)."""
     offset = 0
@@ -114,8 +114,8 @@ def ndc10_candidates(ndc11: str) -> list[str]:
 
 def container_origin(target: ConnectionTarget, container_id: str) -> dict:
     """Return a container with its movement chain (canonical), oldest movement first."""
-    native = _get(target, f"/containers/{container_id}")
-    history = _get(target, f"/containers/{container_id}/movements")
+    native = _get(target, ("containers", container_id))
+    history = _get(target, ("containers", container_id, "movements"))
     record = _container(target, native)
     record["movements"] = map_records(history.get("items", []),
                                       lambda item: _movement(target, item), _movement_schema,
@@ -141,7 +141,7 @@ def containers_on_hand(target: ConnectionTarget, *, unit: str | None, ndc11: str
             params["unit"] = _native_unit(target, unit)
         if spellings[spelling_index]:
             params["ndc"] = spellings[spelling_index]
-        answer = _get(target, "/containers", params)
+        answer = _get(target, ("containers",), params)
         items = answer.get("items", [])
         page += map_records((item for item in items if item.get("status") != "received"),
                             lambda item: _container(target, item), _container_schema,
@@ -158,7 +158,7 @@ def dispensed_barcodes(target: ConnectionTarget, *, unit: str, since: datetime,
     """Return the barcodes of containers dispensed to ``unit`` in [since, until), paging
     through the system's movements (bounded memory: one page plus the barcode set)."""
     barcodes: set[str] = set()
-    for items in _native_pages(target, "/movements", {
+    for items in _native_pages(target, ("movements",), {
             "toUnit": _native_unit(target, unit), "type": "dispense", "since": format_utc(since),
             "until": format_utc(until)}):
         for movement in items:
@@ -170,7 +170,7 @@ def dispensed_barcodes(target: ConnectionTarget, *, unit: str, since: datetime,
 
 def unit_codes(target: ConnectionTarget) -> list[str]:
     """Return the canonical codes of the site's units (pharmacy excluded)."""
-    catalogue = _get(target, "/locations")
+    catalogue = _get(target, ("locations",))
     return sorted(canonical_unit(unit["code"], target.unit_codes)
                   for unit in catalogue.get("units", []))
 
@@ -179,7 +179,7 @@ def location_catalogue(target: ConnectionTarget) -> list[dict]:
     """Return the site's places (canonical): its pharmacy, its units, and each unit's cabinets
     with the unit as their parent. A place that cannot be mapped is skipped, and so are the
     cabinets of a unit whose code cannot be read."""
-    catalogue = _get(target, "/locations")
+    catalogue = _get(target, ("locations",))
     places: list[tuple[str, dict, str | None]] = []
     if catalogue.get("pharmacy"):
         places.append(("pharmacy", catalogue["pharmacy"], None))
@@ -195,7 +195,7 @@ def iter_container_pages(target: ConnectionTarget) -> Generator[list[dict], None
     at a time (bounded memory: one native page); return how many records were skipped as
     unmappable, for a caller that reports it (``yield from``, or ``StopIteration.value``)."""
     skipped = 0
-    for items in _native_pages(target, "/containers", {}):
+    for items in _native_pages(target, ("containers",), {}):
         page = map_records(items, lambda item: _container(target, item), _container_schema,
                            system=SYSTEM, resource="container")
         skipped += len(items) - len(page)
@@ -227,7 +227,7 @@ def iter_movement_pages(target: ConnectionTarget, since: datetime | None
     one page of (container id, canonical movement) pairs at a time; return how many records
     were skipped as unmappable, as ``iter_container_pages`` does."""
     skipped = 0
-    for items in _native_pages(target, "/movements",
+    for items in _native_pages(target, ("movements",),
                                {"since": format_utc(since)} if since is not None else {}):
         page = _movements_with_containers(target, items)
         skipped += len(items) - len(page)

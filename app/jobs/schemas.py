@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from marshmallow import (
     EXCLUDE,
-    RAISE,
     Schema,
     ValidationError,
     fields,
@@ -14,16 +13,16 @@ from marshmallow import (
     validates_schema,
 )
 
-from app.canonical.fields import NdcField, UnitCodeField, UtcDateTimeField
+from app.canonical.fields import NdcField, UnitCodeField, UtcDateTimeField, UtcTimestampField
+from app.canonical.parameters import StrictSchema
+from app.paging import CursorField
 
 MAX_WINDOW = timedelta(days=31)
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_TYPES = ("administration_counts", "dose_reconciliation")
 
 
-class WindowSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class WindowSchema(StrictSchema):
     since = UtcDateTimeField(required=True, metadata={"example": "2026-11-06T00:00:00Z"})
     until = UtcDateTimeField(required=True, metadata={"example": "2026-11-20T00:00:00Z"})
 
@@ -36,11 +35,8 @@ class WindowSchema(Schema):
                                   field_name="until")
 
 
-class JobParamsSchema(Schema):
+class JobParamsSchema(StrictSchema):
     """Parameters every job type shares."""
-
-    class Meta:
-        unknown = RAISE
 
     window = fields.Nested(WindowSchema, required=True)
     units = fields.List(UnitCodeField(), validate=validate.Length(min=1, max=200),
@@ -65,12 +61,8 @@ class DoseReconciliationParamsSchema(JobParamsSchema):
     pass
 
 
-class JobRequestSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    type = fields.String(required=True, validate=validate.OneOf(
-        ["administration_counts", "dose_reconciliation"]),
+class JobRequestSchema(StrictSchema):
+    type = fields.String(required=True, validate=validate.OneOf(JOB_TYPES),
         metadata={"example": "administration_counts"})
     params = fields.Dict(required=True, metadata={"example": {
         "window": {"since": "2026-11-06T00:00:00Z", "until": "2026-11-20T00:00:00Z"},
@@ -78,6 +70,7 @@ class JobRequestSchema(Schema):
 
 
 class IdempotencyHeaderSchema(Schema):
+    # Headers stay EXCLUDE: every request carries many headers the API does not read.
     class Meta:
         unknown = EXCLUDE
 
@@ -100,9 +93,9 @@ class JobSchema(Schema):
     status = fields.String(metadata={"example": "running"})
     params = fields.Dict()
     progress = fields.Nested(ProgressSchema)
-    created_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
+    created_at = UtcTimestampField(metadata={"example": "2026-11-20T09:41:07Z"})
+    started_at = UtcTimestampField(allow_none=True)
+    finished_at = UtcTimestampField(allow_none=True)
     error = fields.String(allow_none=True, metadata={"description": "PHI-free."})
     failed_units = fields.List(fields.String())
     result = fields.Dict(allow_none=True, metadata={"description": "De-identified result, "
@@ -110,14 +103,10 @@ class JobSchema(Schema):
     status_url = fields.String()
 
 
-class JobListQuerySchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
+class JobListQuerySchema(StrictSchema):
     status = fields.String(validate=validate.OneOf(JOB_STATUSES))
-    type = fields.String(validate=validate.OneOf(["administration_counts",
-                                                  "dose_reconciliation"]))
-    cursor = fields.String()
+    type = fields.String(validate=validate.OneOf(JOB_TYPES))
+    cursor = CursorField()
     page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
@@ -141,5 +130,5 @@ class DeadLetterSchema(Schema):
     error = fields.String(metadata={"example": "DownstreamUnavailable: administration "
                                                "unavailable after 3 attempts (status 500)"})
     status = fields.String(metadata={"example": "open"})
-    created_at = fields.DateTime()
-    replayed_at = fields.DateTime(allow_none=True)
+    created_at = UtcTimestampField()
+    replayed_at = UtcTimestampField(allow_none=True)

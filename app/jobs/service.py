@@ -144,10 +144,14 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
         raise Problem("The hospital system holding the unit list is unavailable.", status=503,
                       problem_type="downstream-unavailable", retry_after=10) from unreachable
     units = params.get("units") or catalogue
-    unknown = sorted(set(units) - set(catalogue))
+    # By position, not by value: a unit code a client typed can be a patient's name or MRN
+    # that happens to fit the unit grammar ("Jane Doe" reads as JANE-DOE).
+    known = set(catalogue)
+    unknown = {str(index): ["not a unit of this tenant"]
+               for index, unit in enumerate(units) if unit not in known}
     if unknown:
         raise Problem("The request has invalid fields; see errors.", status=422, errors={
-            "json": {"params": {"units": [f"unknown units: {', '.join(unknown)}"]}}})
+            "json": {"params": {"units": unknown}}})
 
     now = utcnow()
     job = Job(tenant_id=tenant_uuid, client_id=client_pk, type=job_type,

@@ -8,6 +8,7 @@ from flask import g, url_for
 from flask_smorest import Blueprint
 
 from app.auth.principal import current_principal, requires_scopes
+from app.canonical.parameters import NoParametersSchema
 from app.extensions import resources
 from app.jobs import dispatch, service
 from app.jobs.schemas import (
@@ -19,8 +20,7 @@ from app.jobs.schemas import (
     JobSchema,
 )
 from app.observability.context import request_id_var
-from app.paging import InvalidCursor, decode_cursor, encode_cursor
-from app.problems import Problem
+from app.paging import CursorKind, decode_cursor, encode_cursor, invalid_cursor, text
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1",
                 description="Asynchronous jobs over the tenant's hospital systems, and the "
@@ -33,18 +33,30 @@ def _shown(job) -> dict:
     return view
 
 
-def _encode(job) -> str:
-    return encode_cursor({"created": job.created_at.isoformat(), "job": str(job.id)})
+# The last job of a page: its creation time (as the database gave it) and its id.
+JOBS_CURSOR = CursorKind("jobs", {
+    "created": text(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+                    r"([+-][0-9]{2}:[0-9]{2})?$"),
+    "job": text(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")})
 
 
-def _decode(cursor: str) -> tuple[datetime, str]:
+def _cursor_binding(query: dict) -> dict:
+    return {"key": resources().settings.hub_secret_key,
+            "tenant_id": current_principal().tenant_id,
+            "query": {"status": query.get("status"), "type": query.get("type")}}
+
+
+def _encode(job, query: dict) -> str:
+    return encode_cursor(JOBS_CURSOR, {"created": job.created_at.isoformat(),
+                                       "job": str(job.id)}, **_cursor_binding(query))
+
+
+def _decode(cursor: str, query: dict) -> tuple[datetime, str]:
+    position = decode_cursor(JOBS_CURSOR, cursor, **_cursor_binding(query))
     try:
-        position = decode_cursor(cursor, expected_keys={"created", "job"})
-        return datetime.fromisoformat(position["created"]), str(position["job"])
-    except (InvalidCursor, ValueError, TypeError):
-        raise Problem("The request has invalid fields; see errors.", status=422,
-                      errors={"query": {"cursor": ["not a cursor from this API"]}}
-                      ) from None
+        return datetime.fromisoformat(position["created"]), position["job"]
+    except ValueError:
+        raise invalid_cursor() from None
 
 
 @blp.post("/jobs")
@@ -81,7 +93,8 @@ def submit_job(headers: dict, body: dict):
 @blp.alt_response(404, description="No such job for this tenant.")
 @blp.doc(security=[{"bearer": []}])
 @requires_scopes("jobs:read")
-def get_job(job_id: str):
+@blp.arguments(NoParametersSchema, location="query")
+def get_job(_query: dict, job_id: str):
     """A job's status, progress (units done / total), timestamps, PHI-free error, and its
     de-identified result once succeeded."""
     g.audit_resource_type = "jobs"
@@ -101,10 +114,10 @@ def list_jobs(query: dict):
     jobs, more = service.list_jobs(
         db_session=resources().database.session, tenant_id=current_principal().tenant_id,
         status=query.get("status"), job_type=query.get("type"),
-        after=_decode(query["cursor"]) if query.get("cursor") else None,
+        after=_decode(query["cursor"], query) if query.get("cursor") else None,
         page_size=query["page_size"])
     return {"items": [_shown(job) for job in jobs],
-            "next_cursor": _encode(jobs[-1]) if more else None}
+            "next_cursor": _encode(jobs[-1], query) if more else None}
 
 
 @blp.delete("/jobs/<string:job_id>")
@@ -127,7 +140,8 @@ def cancel_job(job_id: str):
 @blp.response(200, DeadLetterSchema(many=True))
 @blp.doc(security=[{"bearer": []}])
 @requires_scopes("admin")
-def list_dead_letters():
+@blp.arguments(NoParametersSchema, location="query")
+def list_dead_letters(_query: dict):
     """The tenant's open dead letters: units that exhausted their retries."""
     g.audit_resource_type = "dead_letters"
     return service.list_dead_letters(db_session=resources().database.session,

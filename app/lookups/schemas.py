@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from app.canonical.fields import NdcField, UnitCodeField, UtcDateTimeField
+from app.canonical.fields import IdField, NdcField, UnitCodeField, UtcDateTimeField
+from app.canonical.parameters import StrictSchema
+from app.paging import CursorField
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
 
 
-class PageQuerySchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    cursor = fields.String(metadata={"description": "`next_cursor` of the previous page."})
+class PageQuerySchema(StrictSchema):
+    cursor = CursorField()
     page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE,
                                validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
                                metadata={"description": f"At most {MAX_PAGE_SIZE}."})
@@ -40,6 +39,12 @@ class AdministrationQuerySchema(PageQuerySchema):
 class InventoryQuerySchema(PageQuerySchema):
     unit = UnitCodeField(metadata={"example": "ICU-3"})
     medication = NdcField(metadata={"example": "0409-4888-02"})
+
+
+class ContainerPathSchema(StrictSchema):
+    """The container id is checked before it goes into the inventory system's URL."""
+
+    container_id = IdField(required=True, metadata={"example": "NGH-C00001234"})
 
 
 class MedicationOutSchema(Schema):

@@ -27,7 +27,7 @@ from app.entitlements.service import authorize_read
 from app.extensions import HubResources
 from app.lookups import hot
 from app.observability import metrics
-from app.paging import InvalidCursor, decode_cursor, encode_cursor
+from app.paging import CursorKind, decode_cursor, encode_cursor, integer, text
 from app.phi.policy import RecordShapeError, minimize, minimize_many, require_policy
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.problems import Problem
@@ -45,6 +45,11 @@ class LookupAnswer:
     target_system: str
     synced_at: datetime | None = None
 
+
+# A downstream cursor is the eMAR's own opaque token (printable ASCII); an inventory position
+# is (NDC-10 spelling index, offset), with at most three spellings per NDC-11.
+ADMINISTRATIONS_CURSOR = CursorKind("administrations", {"n": text(r"^[\x21-\x7e]{1,512}$")})
+INVENTORY_CURSOR = CursorKind("inventory", {"s": integer(0, 2), "o": integer(0, 10**9)})
 
 Snapshot = Callable[[], tuple[dict, datetime] | None]
 """Reads the canonical answer and its snapshot time from the hub's snapshot, or None."""
@@ -123,15 +128,18 @@ def list_administrations(*, hub: HubResources, principal: Principal, unit: str |
                          cursor: str | None, page_size: int, refresh: bool = False
                          ) -> LookupAnswer:
     """Return a page of the tenant's dose administrations, minimized for the caller."""
-    native_cursor = decode_cursor(cursor, expected_keys={"n"})["n"] if cursor else None
+    binding = {"key": hub.settings.hub_secret_key, "tenant_id": principal.tenant_id,
+               "query": {"unit": unit, "ndc11": ndc11, "since": since, "until": until}}
+    native_cursor = (decode_cursor(ADMINISTRATIONS_CURSOR, cursor, **binding)["n"]
+                     if cursor else None)
     consumer = principal.consumer
 
     def fetch(target: ConnectionTarget) -> dict:
         records, next_native = administration_connector.administrations_page(
             target, unit=unit, ndc11=ndc11, since=since, until=until,
             native_cursor=native_cursor, page_size=page_size)
-        return {"items": records,
-                "next_cursor": encode_cursor({"n": next_native}) if next_native else None}
+        return {"items": records, "next_cursor": encode_cursor(
+            ADMINISTRATIONS_CURSOR, {"n": next_native}, **binding) if next_native else None}
 
     def minimized(page: dict, pseudonymizer: Pseudonymizer) -> dict:
         return {"items": minimize_many("administration", consumer, page["items"],
@@ -165,11 +173,11 @@ def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | No
                       ndc11: str | None, cursor: str | None, page_size: int,
                       refresh: bool = False) -> LookupAnswer:
     """Return a page of containers on hand by unit and/or medication."""
+    binding = {"key": hub.settings.hub_secret_key, "tenant_id": principal.tenant_id,
+               "query": {"unit": unit, "ndc11": ndc11}}
     position = (0, 0)
     if cursor:
-        decoded = decode_cursor(cursor, expected_keys={"s", "o"})
-        if not all(isinstance(decoded[k], int) and decoded[k] >= 0 for k in ("s", "o")):
-            raise InvalidCursor("not a cursor from this API")
+        decoded = decode_cursor(INVENTORY_CURSOR, cursor, **binding)
         position = (decoded["s"], decoded["o"])
     consumer = principal.consumer
 
@@ -177,7 +185,8 @@ def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | No
         items, next_position = inventory_connector.containers_on_hand(
             target, unit=unit, ndc11=ndc11, position=position, page_size=page_size)
         return {"items": items, "next_cursor": encode_cursor(
-            {"s": next_position[0], "o": next_position[1]}) if next_position else None}
+            INVENTORY_CURSOR, {"s": next_position[0], "o": next_position[1]}, **binding)
+            if next_position else None}
 
     def minimized(page: dict, pseudonymizer: Pseudonymizer) -> dict:
         return {"items": minimize_many("container", consumer, page["items"],
@@ -195,8 +204,9 @@ def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | No
         if kept is None:
             return None
         items, next_offset, synced_at = kept
-        return {"items": items, "next_cursor": encode_cursor({"s": 0, "o": next_offset})
-                if next_offset is not None else None}, synced_at
+        return {"items": items, "next_cursor": encode_cursor(
+            INVENTORY_CURSOR, {"s": 0, "o": next_offset}, **binding)
+            if next_offset is not None else None}, synced_at
 
     return _lookup(hub=hub, principal=principal, resource_type="inventory",
                    policy_resource="container",

@@ -11,6 +11,7 @@ from flask import g, jsonify, request, url_for
 from flask_smorest import Blueprint
 
 from app.auth.principal import current_principal
+from app.canonical.parameters import NoParametersSchema
 from app.canonical.times import format_utc
 from app.extensions import resources
 from app.lookups import fhir, service
@@ -18,10 +19,10 @@ from app.lookups.schemas import (
     AdministrationPageSchema,
     AdministrationQuerySchema,
     ContainerOriginOutSchema,
+    ContainerPathSchema,
     InventoryPageSchema,
     InventoryQuerySchema,
 )
-from app.paging import InvalidCursor
 from app.phi.policy import PolicyMissing
 from app.problems import problem_response
 
@@ -47,12 +48,6 @@ def _document_errors(view):
 def _no_policy(_error: PolicyMissing):
     return problem_response(403, detail="No PHI policy lets this client read this resource.",
                             problem_type="no-phi-policy")
-
-
-@blp.errorhandler(InvalidCursor)
-def _bad_cursor(error: InvalidCursor):
-    return problem_response(422, detail="The request has invalid fields; see errors.",
-                            errors={"query": {"cursor": [str(error)]}})
 
 
 def _wants_fhir() -> bool:
@@ -106,13 +101,17 @@ def list_administrations(query: dict):
     return _answer(answer, answer.payload)
 
 
-@blp.get("/containers/<string:container_id>/origin")
+# ``path``, not ``string``: an id with an encoded slash (%2F) reaches the id grammar (422)
+# instead of falling through the routing.
+@blp.get("/containers/<path:container_id>/origin")
+@blp.arguments(ContainerPathSchema, location="path")
+@blp.arguments(NoParametersSchema, location="query")
 @blp.response(200, ContainerOriginOutSchema, description="The container and its movement "
               "chain. With `Accept: application/fhir+json`, a FHIR R4 Bundle (Medication and "
               "one SupplyDelivery per movement).")
 @blp.alt_response(404, description="The inventory system has no such container.")
 @_document_errors
-def container_origin(container_id: str):
+def container_origin(_path: dict, _query: dict, container_id: str):
     """Where a container came from: medication, lot, expiry and its movements (pharmacy →
     cabinet → unit), with locations in canonical codes and times in UTC."""
     g.audit_resource_type = "container_origin"

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
+import re
 
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from app.canonical.parameters import StrictSchema
+
+# Seconds, or crontab fields of digits, * / , - and day or month names: nothing else can reach
+# the schedule parser (whose messages may quote what it could not read).
+_SCHEDULE = validate.And(
+    validate.Length(min=1, max=100),
+    validate.Regexp(r"^(?:[0-9*/,\- ]|sun|mon|tue|wed|thu|fri|sat|jan|feb|mar|apr|may|jun|jul"
+                    r"|aug|sep|oct|nov|dec)+$", re.ASCII | re.IGNORECASE,
+                    error="seconds between runs, or a crontab of digits, * / , - and day or "
+                          "month names"))
 _TIME = {"description": "UTC, ISO 8601.", "example": "2026-11-24T06:30:00Z"}
 
 
@@ -59,11 +71,8 @@ class SyncListSchema(Schema):
     items = fields.List(fields.Nested(SyncSchema))
 
 
-class SyncChangeSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    schedule = fields.String(allow_none=True, metadata={
+class SyncChangeSchema(StrictSchema):
+    schedule = fields.String(allow_none=True, validate=_SCHEDULE, metadata={
         "description": "Seconds between runs (at least HUB_SYNC_MIN_INTERVAL) or a crontab "
                        "in UTC; null returns to the hub's default.", "example": "600"})
     enabled = fields.Boolean(metadata={"example": False})

@@ -7,6 +7,7 @@ from flask import g
 from flask_smorest import Blueprint
 
 from app.auth.principal import current_principal, requires_scopes
+from app.canonical.parameters import NoParametersSchema
 from app.extensions import resources
 from app.syncs import service
 from app.syncs.schemas import SyncChangeSchema, SyncListSchema, SyncSchema, SyncTriggeredSchema
@@ -20,7 +21,8 @@ blp = Blueprint("syncs", __name__, url_prefix="/v1/admin",
 @blp.alt_response(403, description="Scope admin missing.")
 @blp.doc(security=[{"bearer": []}])
 @requires_scopes("admin")
-def list_syncs():
+@blp.arguments(NoParametersSchema, location="query")
+def list_syncs(_query: dict):
     """Every sync of the caller's tenant, and the hub-wide ones, with their status."""
     g.audit_resource_type = "syncs"
     return {"items": service.list_syncs(hub=resources(),
@@ -32,7 +34,8 @@ def list_syncs():
 @blp.alt_response(404, description="No such sync for this tenant.")
 @blp.doc(security=[{"bearer": []}])
 @requires_scopes("admin")
-def get_sync(sync_id: str):
+@blp.arguments(NoParametersSchema, location="query")
+def get_sync(_query: dict, sync_id: str):
     """One sync, with its most recent runs."""
     g.audit_resource_type = "syncs"
     return service.get_sync(hub=resources(), schedule_id=sync_id,
