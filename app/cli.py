@@ -192,7 +192,7 @@ def disable_client(client_id: str) -> None:
 @click.argument("product_code")
 def grant(tenant_slug: str, product_code: str) -> None:
     """Entitle a tenant to a product."""
-    from app.tenants.service import grant_entitlement
+    from app.entitlements.service import grant_entitlement
 
     grant_entitlement(db_session=resources().database.session, tenant=_tenant(tenant_slug),
                       product=_product(product_code))
@@ -205,7 +205,7 @@ def grant(tenant_slug: str, product_code: str) -> None:
 @click.argument("product_code")
 def revoke(tenant_slug: str, product_code: str) -> None:
     """Revoke a tenant's entitlement to a product (effective within seconds)."""
-    from app.tenants.service import revoke_entitlement
+    from app.entitlements.service import revoke_entitlement
 
     if not revoke_entitlement(db_session=resources().database.session,
                               tenant=_tenant(tenant_slug), product=_product(product_code)):
@@ -264,15 +264,14 @@ def list_dead_letters(tenant_slug: str | None, show_all: bool) -> None:
 @click.argument("dead_letter_id")
 def replay_dead_letter(dead_letter_id: str) -> None:
     """Run a dead-lettered unit again; its job finishes once its last unit succeeds."""
-    from app.jobs.dispatch import replay_unit
-    from app.jobs.service import JobProblem, prepare_replay
+    from app.jobs.service import replay_dead_letter
+    from app.problems import Problem
 
     try:
-        letter = prepare_replay(db_session=resources().database.session, tenant_id=None,
-                                dead_letter_id=dead_letter_id)
-    except JobProblem as problem:
+        letter = replay_dead_letter(db_session=resources().database.session, tenant_id=None,
+                                    dead_letter_id=dead_letter_id)
+    except Problem as problem:
         raise click.ClickException(problem.detail) from None
-    replay_unit(job_id=str(letter.job_id), tenant_id=str(letter.tenant_id), unit=letter.unit)
     click.echo(f"replaying unit {letter.unit} of job {letter.job_id}")
 
 

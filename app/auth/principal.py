@@ -8,6 +8,7 @@ from functools import wraps
 from flask import Flask, current_app, g, request
 
 from app.auth.tokens import InvalidToken, TokenClaims, verify_token
+from app.entitlements.service import missing_scopes
 from app.observability.context import tenant_var
 from app.problems import problem_response
 
@@ -79,7 +80,7 @@ def requires_scopes(*scopes: str):
     def decorator(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            missing = set(scopes) - current_principal().scopes
+            missing = missing_scopes(current_principal().scopes, scopes)
             if missing:
                 return problem_response(
                     403, problem_type="insufficient-scope",
