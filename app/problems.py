@@ -15,6 +15,7 @@ from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
 from app.observability.context import request_id_var
+from app.phi.redaction import scrub, scrub_values
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://hub.example/problems/"
@@ -56,10 +57,11 @@ def problem_response(status: int, *, detail: str | None = None, title: str | Non
         "title": title or phrase,
         "status": status,
     }
+    # Bodies are built not to echo input; identifier-shaped text that slips in is masked anyway.
     if detail:
-        body["detail"] = detail
+        body["detail"] = scrub(detail)
     if errors:
-        body["errors"] = errors
+        body["errors"] = scrub_values(errors)
     body.update(extensions)
     body["request_id"] = request_id_var.get()
     response = Response(json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)

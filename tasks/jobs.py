@@ -15,6 +15,7 @@ from flask import current_app
 from app.connectors.resilience import DownstreamError
 from app.entitlements.service import NotEntitled
 from app.jobs import service
+from app.phi.boundary import assert_task_arguments
 from tasks.celery_app import celery_app
 
 # A job whose units all finished this long ago but which is still running lost its merge.
@@ -32,6 +33,7 @@ def plan_job(self, job_id: str) -> dict:
     units = service.start_job(db_session=hub.database.session, job_id=job_id)
     if not units:
         return {"job_id": job_id, "units": 0}
+    assert_task_arguments((job_id, *units))  # the unit tasks' arguments: ids only
     header = [run_job_unit.si(job_id, unit) for unit in units]
     task_ids = {unit: signature.freeze().id for unit, signature in zip(units, header,
                                                                          strict=True)}

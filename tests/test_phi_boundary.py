@@ -5,11 +5,13 @@ copy elsewhere."""
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import pytest
 
 from app.cache import service as cache
+from app.canonical.units import canonical_unit
 from app.jobs import dispatch
 from app.lookups.fhir import medication_administration
 from app.observability.logs import json_handler
@@ -133,3 +135,34 @@ def test_phi_rules_are_defined_in_app_phi_and_nowhere_else():
                 outside.append(str(relative))
 
     assert outside == []
+
+
+def test_the_audit_trail_refuses_an_event_carrying_an_identifier(hub_app, seeded_patient):
+    from app.audit.records import AuditRecord
+    from app.audit.service import PENDING_KEY, record_event
+    from app.database import utcnow
+
+    hub = hub_app.extensions["hub"]
+    queued = hub.redis.llen(PENDING_KEY)
+    record = AuditRecord(request_id="req-phi-boundary", operation="jobs.submit_job",
+                         outcome="success", status_code=202, occurred_at=utcnow(),
+                         client_id=seeded_patient["mrn"])
+
+    with pytest.raises(UnsafeResult, match=r"audit\.client_id"):
+        record_event(record=record, redis_client=hub.redis, database=hub.database)
+
+    assert hub.redis.llen(PENDING_KEY) == queued
+
+
+def test_error_bodies_mask_an_identifier_the_request_carried(api, tokens, seeded_patient,
+                                                             clean_lookup_state):
+    response = api.post("/v1/jobs", json={"type": "administration_counts", "params": {
+        "window": {"since": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00Z"},
+        "units": [seeded_patient["mrn"]]}}, headers=tokens.headers(
+        "north-general-operator", **{"Idempotency-Key": f"phi-echo-{uuid.uuid4()}"}))
+
+    assert response.status_code == 422
+    assert response.content_type == "application/problem+json"
+    body = response.get_data(as_text=True)
+    # Read as a unit code, the MRN comes back in the unit grammar's spelling (``MRN-…``).
+    assert seeded_patient["mrn"] not in body and canonical_unit(seeded_patient["mrn"]) not in body

@@ -3,8 +3,8 @@
 This is the second line of defense: code never logs patient data, but if a value slips into a
 message (an exception text, a caller-chosen request id), identifier-shaped text is masked. Names
 and free text cannot be recognised by shape, which is why the first line of defense (logging ids
-and classes only) is the one that counts. The same shapes are what the boundary check in
-:mod:`app.phi.boundary` refuses in stored values.
+and classes only) is the one that counts. The same masking is applied to error bodies, and the same
+shapes are what the boundary check in :mod:`app.phi.boundary` refuses in stored values.
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ def scrub(text: str) -> str:
     for pattern in PHI_PATTERNS:
         text = pattern.sub(SCRUBBED, text)
     return text
+
+
+def scrub_values(value):
+    """Return ``value`` (text, or dicts and lists of it) with identifier-shaped text masked."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {key: scrub_values(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_values(item) for item in value]
+    return value
 
 
 def looks_like_identifier(text: str) -> bool:
