@@ -386,11 +386,13 @@ def refuse_job(*, db_session: Session, redis_client, database: Database, job_id:
     error = f"Refused before reading the hospital systems: {refusal.detail}"
     _transition(db_session, job.id, to="failed", allowed_from=("queued", "running"),
                 finished_at=utcnow(), error=error)
-    for row in db_session.scalars(select(JobUnit).where(
-            JobUnit.job_id == job.id, JobUnit.status.in_(("pending", "running")))):
-        # A unit another worker is running right now finishes; the rest never start.
-        if row.unit == unit or row.status == "pending":
-            row.status, row.error = "failed", "refused: " + refusal.detail
+    db_session.refresh(job)
+    if job.status == "failed":  # not when a cancel got there first: its outcome stands
+        for row in db_session.scalars(select(JobUnit).where(
+                JobUnit.job_id == job.id, JobUnit.status.in_(("pending", "running")))):
+            # A unit another worker is running right now finishes; the rest never start.
+            if row.unit == unit or row.status == "pending":
+                row.status, row.error = "failed", "refused: " + refusal.detail
     db_session.commit()
     client = db_session.get(Client, job.client_id) if job.client_id else None
     record_event(record=AuditRecord(
