@@ -13,7 +13,6 @@ from celery import chord
 from flask import current_app
 
 from app.connectors.resilience import DownstreamError
-from app.entitlements.service import NotEntitled
 from app.jobs import service
 from app.phi.boundary import assert_task_arguments
 from tasks.celery_app import celery_app
@@ -61,14 +60,14 @@ def run_job_unit(self, job_id: str, unit: str) -> dict:
                                  task_name=self.name, attempts=settings.hub_unit_max_deliveries,
                                  error="delivered too many times (worker lost repeatedly)")
         return {"job_id": job_id, "unit": unit, "status": "failed"}
-    try:
-        partial = service.compute_unit(db_session=session, settings=settings, job_id=job_id,
-                                       unit=unit)
-    except NotEntitled as refusal:
-        session.rollback()
+    refusal = service.unit_refusal(db_session=session, job_id=job_id)
+    if refusal is not None:
         service.refuse_job(db_session=session, redis_client=hub.redis, database=hub.database,
                            job_id=job_id, unit=unit, refusal=refusal)
         return {"job_id": job_id, "unit": unit, "status": "refused"}
+    try:
+        partial = service.compute_unit(db_session=session, settings=settings, job_id=job_id,
+                                       unit=unit)
     except DownstreamError as failure:
         session.rollback()
         if self.request.retries < settings.hub_unit_task_retries:

@@ -45,13 +45,6 @@ ENTITLEMENT_MEMORY_SECONDS = 10.0
 _remembered: dict[tuple[str, str], tuple[float, bool]] = {}
 
 
-class NotEntitled(Problem):
-    """The caller may not use this product or read this resource (403, before any downstream
-    call)."""
-
-    status = 403
-
-
 def missing_scopes(granted: Iterable[str], needed: Iterable[str]) -> set[str]:
     """Return the scopes of ``needed`` that ``granted`` lacks (the one scope check)."""
     return set(needed) - set(granted)
@@ -80,34 +73,47 @@ def forget_entitlements() -> None:
     _remembered.clear()
 
 
-def require_entitlement(*, db_session: Session, tenant_id: str, products: Iterable[str],
-                        client_pk: uuid.UUID | None = None, remembered: bool = True) -> None:
-    """Raise ``NotEntitled`` unless the tenant owns every one of ``products`` and its client
-    ``client_pk`` (when given: the client that submitted a job) is still enabled.
+def entitlement_refusal(*, db_session: Session, tenant_id: str, products: Iterable[str],
+                        client_pk: uuid.UUID | None = None, remembered: bool = True
+                        ) -> Problem | None:
+    """Return why the tenant's client may not use ``products`` (a 403 ``Problem``), or None.
 
-    The details name the product or say the client is disabled; they carry no PHI."""
+    The tenant must own every one of ``products``; when ``client_pk`` is given (the client that
+    submitted a job), that client and its tenant must still be enabled. The details name the
+    product or say the client is disabled; they carry no PHI."""
     if client_pk is not None:
         enabled = db_session.scalar(
             select(Client.is_active).join(Tenant, Tenant.id == Client.tenant_id).where(
                 Client.id == client_pk, Client.tenant_id == uuid.UUID(tenant_id),
                 Tenant.is_active.is_(True)))
         if not enabled:
-            raise NotEntitled("The client that made this request has been disabled.",
-                              problem_type="client-disabled")
+            return Problem("The client that made this request has been disabled.",
+                           status=403, problem_type="client-disabled")
     for product in products:
         if not tenant_owns_product(db_session=db_session, tenant_id=tenant_id, product=product,
                                    remembered=remembered):
-            raise NotEntitled(f"This tenant is not entitled to the {product} product.",
-                              problem_type="not-entitled")
+            return Problem(f"This tenant is not entitled to the {product} product.",
+                           status=403, problem_type="not-entitled")
+    return None
+
+
+def require_entitlement(*, db_session: Session, tenant_id: str, products: Iterable[str],
+                        client_pk: uuid.UUID | None = None, remembered: bool = True) -> None:
+    """Raise the 403 ``Problem`` of :func:`entitlement_refusal`, if there is one."""
+    refusal = entitlement_refusal(db_session=db_session, tenant_id=tenant_id, products=products,
+                                  client_pk=client_pk, remembered=remembered)
+    if refusal is not None:
+        raise refusal
 
 
 def authorize_read(*, db_session: Session, tenant_id: str, scopes: frozenset[str],
                    resource_type: str) -> ResourceAccess:
-    """Return how to reach ``resource_type`` if the caller may read it; raise ``NotEntitled``."""
+    """Return how to reach ``resource_type`` if the caller may read it; raise a 403
+    ``Problem``."""
     access = RESOURCES[resource_type]
     if missing_scopes(scopes, {access.scope}):
-        raise NotEntitled(f"This lookup needs the scope {access.scope}.",
-                          problem_type="insufficient-scope")
+        raise Problem(f"This lookup needs the scope {access.scope}.", status=403,
+                      problem_type="insufficient-scope")
     require_entitlement(db_session=db_session, tenant_id=tenant_id, products=(access.product,))
     return access
 

@@ -32,7 +32,7 @@ from app.connectors import inventory as inventory_connector
 from app.connectors.resilience import DownstreamError
 from app.connectors.routing import NotConnected, connection_target
 from app.database import Database, utcnow
-from app.entitlements.service import NotEntitled, require_entitlement
+from app.entitlements.service import entitlement_refusal, require_entitlement
 from app.jobs import dispatch
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.jobs.results import MERGERS
@@ -192,8 +192,8 @@ def _client_pk(db_session: Session, tenant_id: str, client_id: str | None) -> uu
     client_pk = db_session.scalar(select(Client.id).where(
         Client.client_id == client_id, Client.tenant_id == uuid.UUID(tenant_id)))
     if client_pk is None:
-        raise NotEntitled("The client that made this request is not one of this tenant's.",
-                          problem_type="client-disabled")
+        raise Problem("The client that made this request is not one of this tenant's.",
+                      status=403, problem_type="client-disabled")
     return client_pk
 
 
@@ -334,16 +334,22 @@ def begin_unit(*, db_session: Session, job_id: str, unit: str, max_deliveries: i
     return "exhausted" if row.attempts > max_deliveries else "run"
 
 
+def unit_refusal(*, db_session: Session, job_id: str) -> Problem | None:
+    """Return why the job's next unit may not read the hospital systems (a 403 ``Problem``:
+    the tenant lost a product the job reads, or the submitting client was disabled), or None.
+
+    Asked of the database, not of this process's memory: a revocation stops the next unit."""
+    job = db_session.get(Job, uuid.UUID(job_id))
+    return entitlement_refusal(db_session=db_session, tenant_id=str(job.tenant_id),
+                               products=JOB_PRODUCTS[job.type], client_pk=job.client_id,
+                               remembered=False)
+
+
 def compute_unit(*, db_session: Session, settings: Settings, job_id: str, unit: str) -> dict:
     """Do one unit's work against the hospital systems and return its partial aggregate.
 
-    Raises ``NotEntitled`` before any downstream call when the tenant lost a product the job
-    reads or the submitting client was disabled since the job was submitted."""
+    Call :func:`unit_refusal` first: this reads the hospital systems."""
     job = db_session.get(Job, uuid.UUID(job_id))
-    # Asked of the database, not of this process's memory: a revocation stops the next unit.
-    require_entitlement(db_session=db_session, tenant_id=str(job.tenant_id),
-                        products=JOB_PRODUCTS[job.type], client_pk=job.client_id,
-                        remembered=False)
     tenant = _tenant(db_session, job.tenant_id)
     since, until = to_utc(job.params["window"]["since"]), to_utc(job.params["window"]["until"])
 
@@ -376,7 +382,7 @@ REFUSED_OPERATION = "job.unit.refused"
 
 
 def refuse_job(*, db_session: Session, redis_client, database: Database, job_id: str,
-               unit: str, refusal: NotEntitled) -> None:
+               unit: str, refusal: Problem) -> None:
     """Stop a job whose unit the entitlement gate refused: the job fails with the reason, its
     units not yet done are not run (none reads a hospital system), and the refusal is
     audited (403, like the API's own refusals)."""
