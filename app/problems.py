@@ -21,6 +21,7 @@ from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
 from app.observability.context import request_id_var
+from app.phi.redaction import scrub, scrub_values
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://hub.example/problems/"
@@ -45,6 +46,7 @@ class ProblemType:
 # branch on these. A new slug is declared here, once, before any code raises it.
 PROBLEM_TYPES: dict[str, ProblemType] = {
     "bad-downstream-answer": ProblemType(502),
+    "client-disabled": ProblemType(403),
     "body-too-large": ProblemType(413),
     "dead-letter-not-replayable": ProblemType(409),
     "dead-letter-replayed": ProblemType(409),
@@ -109,10 +111,11 @@ def problem_response(status: int, *, detail: str | None = None, title: str | Non
         "title": title or (registered.title if registered else phrase),
         "status": status,
     }
+    # Bodies are built not to echo input; identifier-shaped text that slips in is masked anyway.
     if detail:
-        body["detail"] = detail
+        body["detail"] = scrub(detail)
     if errors:
-        body["errors"] = errors
+        body["errors"] = scrub_values(errors)
     body.update(extensions)
     body["request_id"] = request_id_var.get()
     response = Response(json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)

@@ -18,7 +18,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from app.clients.service import ensure_client, new_client_secret
-from app.tenants.service import ensure_connection, ensure_tenant, get_product, grant_entitlement
+from app.entitlements.service import grant_entitlement
+from app.tenants.service import ensure_connection, ensure_tenant, get_product
 
 # Which scopes each kind of demo client gets: a system reads the other system's data.
 DEMO_CLIENTS = {

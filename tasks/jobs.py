@@ -1,7 +1,8 @@
 """Job tasks: plan → chord(one unit task per hospital unit, io queue) → merge (compute queue).
 
-Tasks take ids only (job id, tenant id, unit code) and return small PHI-free dicts: Flower and
-the result backend show both. The work itself is in ``app.jobs.service``.
+Tasks take ids only (job id, unit code: everything else is read from the job's row) and
+return small PHI-free dicts: Flower and the result backend show both. The work itself is in
+``app.jobs.service``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from flask import current_app
 
 from app.connectors.resilience import DownstreamError
 from app.jobs import service
+from app.phi.boundary import assert_task_arguments
 from tasks.celery_app import celery_app
 
 # A job whose units all finished this long ago but which is still running lost its merge.
@@ -24,26 +26,28 @@ def _hub():
 
 
 @celery_app.task(name="hub.compute.plan_job", bind=True)
-def plan_job(self, job_id: str, tenant_id: str) -> dict:
+def plan_job(self, job_id: str) -> dict:
     """Start the job and fan its units out as a chord whose body merges the partials."""
     hub = _hub()
     units = service.start_job(db_session=hub.database.session, job_id=job_id)
     if not units:
         return {"job_id": job_id, "units": 0}
-    header = [run_job_unit.si(job_id, tenant_id, unit) for unit in units]
+    assert_task_arguments((job_id, *units))  # the unit tasks' arguments: ids only
+    header = [run_job_unit.si(job_id, unit) for unit in units]
     task_ids = {unit: signature.freeze().id for unit, signature in zip(units, header,
                                                                          strict=True)}
     service.record_unit_tasks(db_session=hub.database.session, job_id=job_id, task_ids=task_ids)
-    body = merge_job_results.si(job_id, tenant_id)
+    body = merge_job_results.si(job_id)
     # One errback on the body: it runs once if the chord breaks, never once per unit.
-    body.on_error(mark_job_failed.si(job_id, tenant_id))
+    body.on_error(mark_job_failed.si(job_id))
     chord(header)(body)
     return {"job_id": job_id, "units": len(units)}
 
 
 @celery_app.task(name="hub.io.run_job_unit", bind=True)
-def run_job_unit(self, job_id: str, tenant_id: str, unit: str) -> dict:
-    """Compute one unit's partial; retry downstream failures with backoff, then dead-letter."""
+def run_job_unit(self, job_id: str, unit: str) -> dict:
+    """Compute one unit's partial; retry downstream failures with backoff, then dead-letter.
+    A unit the entitlement gate refuses stops the job without a downstream call."""
     hub = _hub()
     settings = hub.settings
     session = hub.database.session
@@ -56,6 +60,11 @@ def run_job_unit(self, job_id: str, tenant_id: str, unit: str) -> dict:
                                  task_name=self.name, attempts=settings.hub_unit_max_deliveries,
                                  error="delivered too many times (worker lost repeatedly)")
         return {"job_id": job_id, "unit": unit, "status": "failed"}
+    refusal = service.unit_refusal(db_session=session, job_id=job_id)
+    if refusal is not None:
+        service.refuse_job(db_session=session, redis_client=hub.redis, database=hub.database,
+                           job_id=job_id, unit=unit, refusal=refusal)
+        return {"job_id": job_id, "unit": unit, "status": "refused"}
     try:
         partial = service.compute_unit(db_session=session, settings=settings, job_id=job_id,
                                        unit=unit)
@@ -81,7 +90,7 @@ def _backoff(retries: int) -> float:
 
 
 @celery_app.task(name="hub.compute.merge_job_results")
-def merge_job_results(job_id: str, tenant_id: str) -> dict:
+def merge_job_results(job_id: str) -> dict:
     """Merge the units' partials into the checked, de-identified result."""
     hub = _hub()
     status = service.merge_job(db_session=hub.database.session, settings=hub.settings,
@@ -90,7 +99,7 @@ def merge_job_results(job_id: str, tenant_id: str) -> dict:
 
 
 @celery_app.task(name="hub.compute.mark_job_failed")
-def mark_job_failed(job_id: str, tenant_id: str) -> dict:
+def mark_job_failed(job_id: str) -> dict:
     """Errback of the merge: the chord broke unexpectedly."""
     service.fail_job(db_session=_hub().database.session, job_id=job_id,
                      error="the job's pipeline failed unexpectedly; see the worker logs")
@@ -101,6 +110,6 @@ def mark_job_failed(job_id: str, tenant_id: str) -> dict:
 def reconcile_jobs() -> None:
     """Merge running jobs whose units are all finished but whose merge never ran."""
     hub = _hub()
-    for job_id, tenant_id in service.jobs_awaiting_merge(db_session=hub.database.session,
-                                                          idle_seconds=RECONCILE_IDLE_SECONDS):
-        merge_job_results.delay(job_id, tenant_id)
+    for job_id in service.jobs_awaiting_merge(db_session=hub.database.session,
+                                              idle_seconds=RECONCILE_IDLE_SECONDS):
+        merge_job_results.delay(job_id)

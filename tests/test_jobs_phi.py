@@ -116,15 +116,16 @@ def test_flower_lists_our_tasks_and_their_arguments_are_ids_only(scanned_jobs):
         (merge,) = scanned_jobs.tasks_of(job_id, MERGE).values()
 
         assert len(units) >= 20
-        assert sorted(_args(task)[2] for task in unit_tasks) == units
+        assert sorted(_args(task)[1] for task in unit_tasks) == units
         for task in unit_tasks:
-            assert _args(task) == [job_id, scanned_jobs.tenant_id, _args(task)[2]]
+            # The job id and the unit: everything else the task reads from the job's row.
+            assert _args(task) == [job_id, _args(task)[1]]
             assert ast.literal_eval(task["kwargs"]) == {}
             result = ast.literal_eval(task["result"])
             assert set(result) == UNIT_RESULT_KEYS
             assert result["job_id"] == job_id and result["status"] == "done"
-            assert result["unit"] == _args(task)[2]
-        assert _args(plan) == _args(merge) == [job_id, scanned_jobs.tenant_id]
+            assert result["unit"] == _args(task)[1]
+        assert _args(plan) == _args(merge) == [job_id]
         assert ast.literal_eval(plan["result"]) == {"job_id": job_id, "units": len(units)}
         assert ast.literal_eval(merge["result"]) == {"job_id": job_id, "status": "succeeded"}
 

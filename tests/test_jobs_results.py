@@ -1,5 +1,6 @@
 """Merging unit partials into job results, small-count suppression, and the PHI check every
-result passes before it is stored (``app/jobs/results.py``): pure functions, no services."""
+result passes before it is stored (``app/jobs/results.py``, ``app/phi/boundary.py``): pure
+functions, no services."""
 
 from __future__ import annotations
 
@@ -8,13 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from app.jobs.results import (
-    MERGERS,
-    UnsafeResult,
-    assert_phi_free,
-    merge_administration_counts,
-    merge_dose_reconciliation,
-)
+from app.jobs.results import MERGERS, merge_administration_counts, merge_dose_reconciliation
+from app.phi.boundary import UnsafeResult, assert_phi_free
 
 WINDOW = {"since": "2026-11-06T00:00:00Z", "until": "2026-11-20T00:00:00Z"}
 HOUR = "2026-11-07T08:00:00Z"

@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from app.observability.context import request_id_var
-from app.observability.logs import SCRUBBED, json_handler, scrub
+from app.observability.logs import json_handler
+from app.phi.redaction import SCRUBBED, scrub
 
 
 @pytest.fixture

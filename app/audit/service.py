@@ -24,6 +24,7 @@ from app.audit.models import AuditEvent
 from app.audit.records import AuditRecord
 from app.database import Database, utcnow
 from app.paging import CursorKind, decode_cursor, encode_cursor, integer
+from app.phi.boundary import assert_phi_free
 
 PENDING_KEY = "hub:audit:pending"
 # Queue entries that could not be read back (written by something other than the hub): kept for
@@ -48,11 +49,18 @@ end
 return 0
 """
 
+# The fields of an event, as app.audit.records fixes them: the PHI check's allow-list.
+AUDIT_FIELDS = frozenset(AuditRecord.__dataclass_fields__)
+
 logger = logging.getLogger(__name__)
 
 
 def record_event(*, record: AuditRecord, redis_client: redis.Redis, database: Database) -> None:
-    """Queue ``record`` for the chain; if Redis cannot take it, write it to the table now."""
+    """Queue ``record`` for the chain; if Redis cannot take it, write it to the table now.
+
+    An event whose values are not PHI-free (an identifier-shaped value slipped into a field) is
+    refused with ``UnsafeResult``: the audit trail is append-only, so PHI must never reach it."""
+    assert_phi_free(record.to_dict(), "audit", allowed_fields=AUDIT_FIELDS)
     try:
         redis_client.rpush(PENDING_KEY, record.to_json())
         return

@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.auth.tokens import InvalidToken, TokenClaims, verify_token
 from app.clients.service import client_state
+from app.entitlements.service import missing_scopes
 from app.observability.context import tenant_var
 from app.problems import problem_response
 
@@ -93,7 +94,7 @@ def requires_scopes(*scopes: str):
     def decorator(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            missing = set(scopes) - current_principal().scopes
+            missing = missing_scopes(current_principal().scopes, scopes)
             if missing:
                 return problem_response(
                     403, problem_type="insufficient-scope",

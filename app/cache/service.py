@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import redis
 
 from app.observability import metrics
+from app.phi.boundary import assert_no_phi_fields
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,11 @@ def read(client: redis.Redis, key: str, *, resource_type: str) -> CachedAnswer |
 
 def write(client: redis.Redis, key: str, payload: dict, *, fresh_seconds: int,
           stale_seconds: int) -> None:
-    """Store ``payload`` (already PHI-minimized) for ``fresh_seconds`` plus the stale window."""
+    """Store ``payload`` (already PHI-minimized) for ``fresh_seconds`` plus the stale window.
+
+    A payload that still holds a raw PHI field is refused (``UnsafeResult``) and not stored:
+    a caller that skipped the policy fails loudly instead of filling Redis with PHI."""
+    assert_no_phi_fields(payload)
     now = time.time()
     entry = {"payload": payload, "stored_at": now, "fresh_until": now + fresh_seconds}
     try:

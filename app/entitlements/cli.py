@@ -16,7 +16,7 @@ entitlements_cli = AppGroup("entitlements", help="Which products a tenant owns."
 @click.argument("product_code")
 def grant(tenant_slug: str, product_code: str) -> None:
     """Entitle a tenant to a product."""
-    from app.tenants.service import grant_entitlement
+    from app.entitlements.service import grant_entitlement
 
     grant_entitlement(db_session=resources().database.session, tenant=tenant_by_slug(tenant_slug),
                       product=product_by_code(product_code))
@@ -29,7 +29,7 @@ def grant(tenant_slug: str, product_code: str) -> None:
 @click.argument("product_code")
 def revoke(tenant_slug: str, product_code: str) -> None:
     """Revoke a tenant's entitlement to a product (effective within seconds)."""
-    from app.tenants.service import revoke_entitlement
+    from app.entitlements.service import revoke_entitlement
 
     if not revoke_entitlement(db_session=resources().database.session,
                               tenant=tenant_by_slug(tenant_slug),

@@ -48,13 +48,11 @@ def list_dead_letters(tenant_slug: str | None, show_all: bool) -> None:
 @click.argument("dead_letter_id")
 def replay_dead_letter(dead_letter_id: str) -> None:
     """Run a dead-lettered unit again; its job finishes once its last unit succeeds."""
-    from app.jobs.dispatch import replay_unit
-    from app.jobs.service import prepare_replay
+    from app.jobs.service import replay_dead_letter as replay
 
     try:
-        letter = prepare_replay(db_session=resources().database.session, tenant_id=None,
-                                dead_letter_id=dead_letter_id)
+        letter = replay(db_session=resources().database.session, tenant_id=None,
+                        dead_letter_id=dead_letter_id)
     except Problem as problem:
         raise click.ClickException(problem.detail) from None
-    replay_unit(job_id=str(letter.job_id), tenant_id=str(letter.tenant_id), unit=letter.unit)
     click.echo(f"replaying unit {letter.unit} of job {letter.job_id}")

@@ -1,4 +1,4 @@
-"""The one place the API submits work to Celery.
+"""The one place the hub submits work to Celery (the API, beat's syncs, the CLI).
 
 Work is sent by task name through a client-only Celery app configured from ``celeryconfig``:
 the API never imports task code, so it stays light and cannot run a task in its own process.
@@ -12,6 +12,7 @@ from celery import Celery, chain, chord, signature
 from celery.result import AsyncResult
 
 from app.observability import task_context
+from app.phi.boundary import assert_task_arguments
 
 task_context.install()
 
@@ -41,9 +42,15 @@ def submit_smoke_chord(size: int) -> AsyncResult:
     return chord(header, app=client)(signature("hub.compute.smoke_total", app=client))
 
 
-def submit_job_pipeline(*, job_id: str, tenant_id: str) -> None:
+def _send(task_name: str, args: tuple) -> AsyncResult:
+    # Flower and the broker show task arguments: ids only, checked at the PHI boundary.
+    assert_task_arguments(args)
+    return celery_client().send_task(task_name, args=args)
+
+
+def submit_job_pipeline(*, job_id: str) -> None:
     """Start a job: its planning task fans the units out as a chord and merges after."""
-    celery_client().send_task("hub.compute.plan_job", args=(job_id, tenant_id))
+    _send("hub.compute.plan_job", (job_id,))
 
 
 def revoke_unit_tasks(task_ids: list[str]) -> None:
@@ -53,16 +60,16 @@ def revoke_unit_tasks(task_ids: list[str]) -> None:
         celery_client().control.revoke(task_ids)
 
 
-def replay_unit(*, job_id: str, tenant_id: str, unit: str) -> None:
+def replay_unit(*, job_id: str, unit: str) -> None:
     """Run a dead-lettered unit again, then merge the job if it was the last one missing."""
+    assert_task_arguments((job_id, unit))
     client = celery_client()
-    chain(signature("hub.io.run_job_unit", args=(job_id, tenant_id, unit), immutable=True,
-                    app=client),
-          signature("hub.compute.merge_job_results", args=(job_id, tenant_id), immutable=True,
+    chain(signature("hub.io.run_job_unit", args=(job_id, unit), immutable=True, app=client),
+          signature("hub.compute.merge_job_results", args=(job_id,), immutable=True,
                     app=client)).apply_async()
 
 
 def run_sync_now(*, task_name: str, schedule_id: str) -> str:
     """Send a sync's task at once (an operator's "run now"); its single-flight lock still
     holds, so a run already going makes this one a counted skip. Returns the task id."""
-    return celery_client().send_task(task_name, args=(schedule_id,)).id
+    return _send(task_name, (schedule_id,)).id

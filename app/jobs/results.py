@@ -1,51 +1,12 @@
-"""Merging unit partials into a job result, and the check at the results-database boundary.
+"""Merging unit partials into a job result.
 
-Nothing is stored as a result unless ``assert_phi_free`` passes: only the known aggregate
-fields may appear, no PHI field name anywhere, and no value shaped like an identifier.
+Nothing is stored as a result unless :func:`app.phi.boundary.assert_phi_free` passes (the job
+service checks every merged result before it stores it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from app.observability.logs import scrub
-from app.phi.policy import PHI_FIELD_PATHS
-
-# Field names a result may contain, at any depth. A new result shape must be added here on
-# purpose, after checking it cannot carry patient data.
-RESULT_FIELDS = frozenset({
-    "type", "window", "since", "until", "units", "groups", "unit", "medication", "hour",
-    "dose_unit", "count", "dose_total", "records", "totals", "dispensed", "matched",
-    "administered_without_dispense", "dispensed_never_administered", "suppressed_below",
-    "group_by",
-})
-_PHI_NAMES = frozenset(part for path in PHI_FIELD_PATHS for part in path.split(".")) | {
-    "patient", "mrn", "name", "birth_date", "note", "nurse_id", "full_name"}
-
-
-class UnsafeResult(ValueError):
-    """A result failed the PHI check; the message names the field, never the value."""
-
-
-def assert_phi_free(value, path: str = "result", *,
-                    allowed_fields: frozenset[str] = RESULT_FIELDS) -> None:
-    """Raise ``UnsafeResult`` unless ``value`` holds only allowed fields and safe values.
-
-    ``allowed_fields`` is the allow-list of field names (job results by default; a sync run's
-    report passes its own)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in _PHI_NAMES or key not in allowed_fields:
-                raise UnsafeResult(f"field {path}.{key} is not allowed in a result")
-            assert_phi_free(item, f"{path}.{key}", allowed_fields=allowed_fields)
-    elif isinstance(value, list):
-        for item in value:
-            assert_phi_free(item, f"{path}[]", allowed_fields=allowed_fields)
-    elif isinstance(value, str):
-        if scrub(value) != value or len(value) > 64:
-            raise UnsafeResult(f"value at {path} looks like an identifier or free text")
-    elif not (value is None or isinstance(value, (int, float, bool))):
-        raise UnsafeResult(f"value at {path} has an unexpected type")
 
 
 def _suppress(count: int, below: int | None):

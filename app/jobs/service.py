@@ -1,9 +1,11 @@
 """Jobs: submission (idempotent), reading, cancelling, and the steps the workers run.
 
-The API side validates and records a job, then hands it to ``app.jobs.dispatch``. The worker
-side (``tasks/jobs.py``, thin) calls ``start_job``, ``run_unit`` and ``merge_job`` here. Every
-step is idempotent: job and unit state live in the database, keyed by job and unit, so a
-redelivered task overwrites instead of double-counting.
+Every caller (API, nightly sync, CLI) submits through ``submit_and_dispatch`` and replays
+through ``replay_dead_letter``: each validates, records, then hands the work to
+``app.jobs.dispatch``. The worker side (``tasks/jobs.py``, thin) calls ``start_job``,
+``begin_unit``, ``compute_unit``, ``finish_unit`` and ``merge_job`` here. Every step is
+idempotent: job and unit state live in the database, keyed by job and unit, so a redelivered
+task overwrites instead of double-counting.
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.audit.records import AuditRecord
+from app.audit.service import record_event
 from app.cache import service as cache
 from app.canonical.times import format_utc, to_utc
+from app.clients.models import Client
 from app.connectors import administration as administration_connector
 from app.connectors import inventory as inventory_connector
 from app.connectors.resilience import DownstreamError
 from app.connectors.routing import NotConnected, connection_target
-from app.database import utcnow
-from app.entitlements.service import tenant_owns_product
+from app.database import Database, utcnow
+from app.entitlements.service import entitlement_refusal, require_entitlement
+from app.jobs import dispatch
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
-from app.jobs.results import MERGERS, assert_phi_free
+from app.jobs.results import MERGERS
 from app.jobs.schemas import PARAMS_SCHEMAS
 from app.jobs.work import count_unit_administrations, reconcile_unit
+from app.phi.boundary import assert_phi_free
 from app.problems import Problem
 from app.settings import Settings
 from app.snapshots.service import snapshot_units
@@ -110,7 +117,9 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
                client_pk: uuid.UUID | None,
                job_type: str, raw_params: dict, idempotency_key: str,
                request_id: str | None) -> Submission:
-    """Validate and record a job (or return the job this idempotency key already made)."""
+    """Validate and record a job (or return the job this idempotency key already made).
+
+    Records only: callers start jobs with :func:`submit_and_dispatch`, which also sends it."""
     tenant_uuid = uuid.UUID(tenant_id)
     request_hash = _request_hash(job_type, raw_params)
     existing = _existing(db_session, tenant_uuid, idempotency_key)
@@ -131,10 +140,8 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
     except ValidationError as invalid:
         raise Problem("The request has invalid fields; see errors.", status=422,
                       errors={"json": {"params": invalid.messages}}) from None
-    for product in JOB_PRODUCTS[job_type]:
-        if not tenant_owns_product(db_session=db_session, tenant_id=tenant_id, product=product):
-            raise Problem(f"This tenant is not entitled to the {product} product.",
-                          problem_type="not-entitled")
+    require_entitlement(db_session=db_session, tenant_id=tenant_id,
+                        products=JOB_PRODUCTS[job_type], client_pk=client_pk)
 
     tenant = _tenant(db_session, tenant_uuid)
     try:
@@ -174,6 +181,35 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
                           problem_type="idempotency-key-reused") from None
         return Submission(winner, created=False)
     return Submission(job, created=True)
+
+
+def _client_pk(db_session: Session, tenant_id: str, client_id: str | None) -> uuid.UUID | None:
+    if client_id is None:
+        return None
+    client_pk = db_session.scalar(select(Client.id).where(
+        Client.client_id == client_id, Client.tenant_id == uuid.UUID(tenant_id)))
+    if client_pk is None:
+        raise Problem("The client that made this request is not one of this tenant's.",
+                      status=403, problem_type="client-disabled")
+    return client_pk
+
+
+def submit_and_dispatch(*, db_session: Session, redis_client, settings: Settings,
+                        tenant_id: str, client_id: str | None, job_type: str, raw_params: dict,
+                        idempotency_key: str, request_id: str | None) -> Submission:
+    """Validate, record and start a job: the one way a job is submitted (API, nightly sync).
+
+    ``client_id`` is the submitting client's public id (the token's ``client_id``), or None
+    for the hub's own jobs (beat): the job keeps its client, and the worker checks before each
+    unit that this client is still enabled and the tenant still entitled."""
+    submission = submit_job(
+        db_session=db_session, redis_client=redis_client, settings=settings,
+        tenant_id=tenant_id, client_pk=_client_pk(db_session, tenant_id, client_id),
+        job_type=job_type, raw_params=raw_params, idempotency_key=idempotency_key,
+        request_id=request_id)
+    if submission.created:
+        dispatch.submit_job_pipeline(job_id=str(submission.job.id))
+    return submission
 
 
 def get_job(*, db_session: Session, tenant_id: str, job_id: str) -> Job:
@@ -224,7 +260,8 @@ def list_jobs(*, db_session: Session, tenant_id: str, status: str | None, job_ty
 
 
 def cancel_job(*, db_session: Session, job: Job) -> list[str]:
-    """Cancel a queued or running job; return the task ids of its unfinished units."""
+    """Cancel a queued or running job and revoke its unit tasks not yet started; return their
+    task ids."""
     if not _transition(db_session, job.id, to="cancelled", allowed_from=("queued", "running"),
                        finished_at=utcnow(), error="cancelled by the client"):
         db_session.rollback()
@@ -236,7 +273,9 @@ def cancel_job(*, db_session: Session, job: Job) -> list[str]:
         unit.status = "cancelled"
     db_session.commit()
     db_session.refresh(job)
-    return [unit.task_id for unit in unfinished if unit.task_id]
+    task_ids = [unit.task_id for unit in unfinished if unit.task_id]
+    dispatch.revoke_unit_tasks(task_ids)
+    return task_ids
 
 
 def _transition(db_session: Session, job_id: uuid.UUID, *, to: str, allowed_from: tuple[str, ...],
@@ -292,8 +331,21 @@ def begin_unit(*, db_session: Session, job_id: str, unit: str, max_deliveries: i
     return "exhausted" if row.attempts > max_deliveries else "run"
 
 
+def unit_refusal(*, db_session: Session, job_id: str) -> Problem | None:
+    """Return why the job's next unit may not read the hospital systems (a 403 ``Problem``:
+    the tenant lost a product the job reads, or the submitting client was disabled), or None.
+
+    Asked of the database, not of this process's memory: a revocation stops the next unit."""
+    job = db_session.get(Job, uuid.UUID(job_id))
+    return entitlement_refusal(db_session=db_session, tenant_id=str(job.tenant_id),
+                               products=JOB_PRODUCTS[job.type], client_pk=job.client_id,
+                               remembered=False)
+
+
 def compute_unit(*, db_session: Session, settings: Settings, job_id: str, unit: str) -> dict:
-    """Do one unit's work against the hospital systems and return its partial aggregate."""
+    """Do one unit's work against the hospital systems and return its partial aggregate.
+
+    Call :func:`unit_refusal` first: this reads the hospital systems."""
     job = db_session.get(Job, uuid.UUID(job_id))
     tenant = _tenant(db_session, job.tenant_id)
     since, until = to_utc(job.params["window"]["since"]), to_utc(job.params["window"]["until"])
@@ -321,6 +373,39 @@ def finish_unit(*, db_session: Session, job_id: str, unit: str, partial: dict) -
     job.units_done = db_session.scalar(select(func.count()).select_from(JobUnit).where(
         JobUnit.job_id == job.id, JobUnit.status == "done"))
     db_session.commit()
+
+
+REFUSED_OPERATION = "job.unit.refused"
+
+
+def refuse_job(*, db_session: Session, redis_client, database: Database, job_id: str,
+               unit: str, refusal: Problem) -> None:
+    """Stop a job whose unit the entitlement gate refused: the job fails with the reason, its
+    units not yet done are not run (none reads a hospital system), and the refusal is
+    audited (403, like the API's own refusals)."""
+    job = db_session.get(Job, uuid.UUID(job_id))
+    if job is None:
+        return
+    error = f"Refused before reading the hospital systems: {refusal.detail}"
+    _transition(db_session, job.id, to="failed", allowed_from=("queued", "running"),
+                finished_at=utcnow(), error=error)
+    db_session.refresh(job)
+    if job.status == "failed":  # not when a cancel got there first: its outcome stands
+        for row in db_session.scalars(select(JobUnit).where(
+                JobUnit.job_id == job.id, JobUnit.status.in_(("pending", "running")))):
+            # A unit another worker is running right now finishes; the rest never start.
+            if row.unit == unit or row.status == "pending":
+                row.status, row.error = "failed", "refused: " + refusal.detail
+    db_session.commit()
+    client = db_session.get(Client, job.client_id) if job.client_id else None
+    record_event(record=AuditRecord(
+        request_id=job.request_id or "-", operation=REFUSED_OPERATION, outcome="denied",
+        status_code=refusal.status, occurred_at=utcnow(), tenant_id=str(job.tenant_id),
+        client_id=client.client_id if client else None, resource_type="jobs",
+        target_system=",".join(JOB_PRODUCTS[job.type])), redis_client=redis_client,
+        database=database)
+    logger.warning("job refused by the entitlement gate: %s", refusal.problem_type,
+                   extra={"job_id": job_id})
 
 
 def dead_letter_unit(*, db_session: Session, job_id: str, unit: str, task_name: str,
@@ -421,6 +506,11 @@ def prepare_replay(*, db_session: Session, tenant_id: str | None, dead_letter_id
         raise Problem("This dead letter was already replayed.", status=409,
                       problem_type="dead-letter-replayed")
     job = db_session.get(Job, letter.job_id)
+    # A replay reads the hospital systems again: the same gate as a new request, asked of the
+    # database (a revocation must not wait for this process's memory to expire).
+    require_entitlement(db_session=db_session, tenant_id=str(job.tenant_id),
+                        products=JOB_PRODUCTS[job.type], client_pk=job.client_id,
+                        remembered=False)
     if job.status == "cancelled":
         raise Problem("The job was cancelled.", status=409, problem_type="job-finished")
     row = _unit_row(db_session, str(letter.job_id), letter.unit)
@@ -432,13 +522,23 @@ def prepare_replay(*, db_session: Session, tenant_id: str | None, dead_letter_id
     return letter
 
 
-def jobs_awaiting_merge(*, db_session: Session, idle_seconds: int) -> list[tuple[str, str]]:
-    """Return (job id, tenant id) of running jobs with no unit left to run whose last unit
-    finished over ``idle_seconds`` ago: their chord body was lost (a known Redis-backend
-    failure mode), and merging again is safe because merging is idempotent."""
+def replay_dead_letter(*, db_session: Session, tenant_id: str | None, dead_letter_id: str
+                       ) -> DeadLetter:
+    """Replay a dead-lettered unit (checked, recorded, sent): the one replay flow of the API
+    and the CLI (``tenant_id`` None: any tenant's, for operators)."""
+    letter = prepare_replay(db_session=db_session, tenant_id=tenant_id,
+                            dead_letter_id=dead_letter_id)
+    dispatch.replay_unit(job_id=str(letter.job_id), unit=letter.unit)
+    return letter
+
+
+def jobs_awaiting_merge(*, db_session: Session, idle_seconds: int) -> list[str]:
+    """Return the ids of running jobs with no unit left to run whose last unit finished over
+    ``idle_seconds`` ago: their chord body was lost (a known Redis-backend failure mode), and
+    merging again is safe because merging is idempotent."""
     cutoff = utcnow() - timedelta(seconds=idle_seconds)
     unfinished = select(JobUnit.job_id).where(JobUnit.status.in_(("pending", "running")))
     recent = select(JobUnit.job_id).where(JobUnit.updated_at > cutoff)
-    rows = db_session.execute(select(Job.id, Job.tenant_id).where(
-        Job.status == "running", Job.id.not_in(unfinished), Job.id.not_in(recent))).all()
-    return [(str(job_id), str(tenant_id)) for job_id, tenant_id in rows]
+    job_ids = db_session.scalars(select(Job.id).where(
+        Job.status == "running", Job.id.not_in(unfinished), Job.id.not_in(recent)))
+    return [str(job_id) for job_id in job_ids]

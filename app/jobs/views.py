@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from app.auth.principal import current_principal, requires_scopes
 from app.canonical.parameters import NoParametersSchema
 from app.extensions import resources
-from app.jobs import dispatch, service
+from app.jobs import service
 from app.jobs.schemas import (
     DeadLetterSchema,
     IdempotencyHeaderSchema,
@@ -77,13 +77,11 @@ def submit_job(headers: dict, body: dict):
     g.audit_resource_type = "jobs"
     principal = current_principal()
     hub = resources()
-    submission = service.submit_job(
+    submission = service.submit_and_dispatch(
         db_session=hub.database.session, redis_client=hub.redis, settings=hub.settings,
-        tenant_id=principal.tenant_id, client_pk=None, job_type=body["type"], raw_params=body["params"],
-        idempotency_key=headers["idempotency_key"], request_id=request_id_var.get())
-    if submission.created:
-        dispatch.submit_job_pipeline(job_id=str(submission.job.id),
-                                     tenant_id=principal.tenant_id)
+        tenant_id=principal.tenant_id, client_id=principal.client_id, job_type=body["type"],
+        raw_params=body["params"], idempotency_key=headers["idempotency_key"],
+        request_id=request_id_var.get())
     shown = _shown(submission.job)
     return shown, (202 if submission.created else 200), {"Location": shown["status_url"]}
 
@@ -132,7 +130,7 @@ def cancel_job(job_id: str):
     session = resources().database.session
     job = service.get_job(db_session=session, tenant_id=current_principal().tenant_id,
                           job_id=job_id)
-    dispatch.revoke_unit_tasks(service.cancel_job(db_session=session, job=job))
+    service.cancel_job(db_session=session, job=job)
     return _shown(job)
 
 
@@ -151,15 +149,14 @@ def list_dead_letters(_query: dict):
 @blp.post("/dead-letters/<string:dead_letter_id>/replay")
 @blp.response(202, DeadLetterSchema)
 @blp.alt_response(404, description="No such dead letter for this tenant.")
+@blp.alt_response(403, description="The tenant is no longer entitled to a product the job "
+                  "reads, or the job's client was disabled.")
 @blp.alt_response(409, description="Already replayed, or its job was cancelled.")
 @blp.doc(security=[{"bearer": []}])
 @requires_scopes("admin")
 def replay_dead_letter(dead_letter_id: str):
     """Run the dead-lettered unit again; the job finishes once its last unit succeeds."""
     g.audit_resource_type = "dead_letters"
-    letter = service.prepare_replay(db_session=resources().database.session,
-                                    tenant_id=current_principal().tenant_id,
-                                    dead_letter_id=dead_letter_id)
-    dispatch.replay_unit(job_id=str(letter.job_id), tenant_id=str(letter.tenant_id),
-                         unit=letter.unit)
-    return letter
+    return service.replay_dead_letter(db_session=resources().database.session,
+                                      tenant_id=current_principal().tenant_id,
+                                      dead_letter_id=dead_letter_id)

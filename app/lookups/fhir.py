@@ -6,11 +6,10 @@ shape in R4 4.0.1), so every document is validated while it is built and seriali
 library with empty elements left out.
 
 Input is always a MINIMIZED canonical record (the output of :func:`app.phi.policy.minimize`),
-never a raw one: patients and staff appear only as pseudonym identifiers in tenant systems
-(``urn:medication-hub:{tenant}:patient``), and a record that still carries PHI fields is
-refused. The patient's birth year (or ``90+``) that the policy lets through is not emitted:
-MedicationAdministration has no element for it, and carrying it would need a contained Patient
-resource, which is more than a consumer of dose events needs.
+never a raw one. What of a patient (and of the nurse) goes into a document is decided by
+:func:`app.phi.boundary.people_for_fhir`: pseudonym identifiers in tenant systems
+(``urn:medication-hub:{tenant}:patient``) only, and a record that still carries PHI fields is
+refused there.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ from fhir.resources.R4B.medication import Medication
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.supplydelivery import SupplyDelivery
 
+from app.phi.boundary import people_for_fhir
+
 FHIR_JSON = "application/fhir+json"
 
 NDC_SYSTEM = "http://hl7.org/fhir/sid/ndc"
@@ -39,10 +40,6 @@ DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason
 
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _NOT_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9\-.]+")
-
-# Names that only an unminimized administration has: seeing one means a caller skipped the policy.
-_RAW_ADMINISTRATION_FIELDS = ("nurse_id", "note")
-_RAW_PATIENT_FIELDS = ("mrn", "name", "birth_date")
 
 
 def identifier_system(tenant: str, kind: str) -> str:
@@ -116,21 +113,12 @@ def _json(bundle: Bundle) -> dict:
 
 # --- resources ------------------------------------------------------------------------------
 
-def _refuse_unminimized(record: Mapping) -> None:
-    patient = record.get("patient")
-    if any(field in record for field in _RAW_ADMINISTRATION_FIELDS) or (
-            isinstance(patient, Mapping) and any(field in patient for field in _RAW_PATIENT_FIELDS)):
-        # Fail loudly rather than rely on this module happening not to read those fields.
-        raise ValueError("FHIR output is built from minimized records only (see app.phi.policy)")
-
-
 def medication_administration(record: Mapping, *, tenant: str) -> MedicationAdministration:
     """Return one minimized administration as a FHIR MedicationAdministration."""
-    _refuse_unminimized(record)
-    patient = record.get("patient") or {}
+    people = people_for_fhir(record)
     dose = record.get("dose") or {}
     route = record.get("route")
-    nurse_ref = record.get("nurse_ref")
+    nurse_ref = people["staff"]
     barcode = record.get("container_barcode")
     dosage = {
         "route": {"text": route} if route else None,
@@ -143,7 +131,7 @@ def medication_administration(record: Mapping, *, tenant: str) -> MedicationAdmi
         extension=_present(_string_extension(UNIT_EXTENSION, record.get("unit"))),
         status="completed",
         medicationCodeableConcept=_ndc_concept(record.get("medication")),
-        subject=_identifier_reference(tenant, "patient", patient.get("ref")),
+        subject=_identifier_reference(tenant, "patient", people["patient"]),
         effectiveDateTime=record.get("administered_at"),
         performer=([{"actor": _identifier_reference(tenant, "staff", nurse_ref)}]
                    if nurse_ref is not None else None),

@@ -6,6 +6,8 @@ import re
 import uuid
 from contextvars import ContextVar
 
+from app.phi.redaction import looks_like_identifier
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 tenant_var: ContextVar[str | None] = ContextVar("tenant", default=None)
 task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
@@ -26,8 +28,6 @@ def accept_request_id(candidate: str | None) -> str:
     An id shaped like a patient identifier (an MRN, say) is replaced too: request ids are
     stored in audit rows and logs as they are.
     """
-    from app.observability.logs import scrub  # logs imports this module
-
-    if candidate and _REQUEST_ID.match(candidate) and scrub(candidate) == candidate:
+    if candidate and _REQUEST_ID.match(candidate) and not looks_like_identifier(candidate):
         return candidate
     return new_request_id()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
 from app.observability.context import request_id_var, task_id_var, tenant_var
+from app.phi.redaction import PhiScrubFilter
 
 _CONFIGURED = False
 
@@ -20,41 +20,6 @@ class ContextFilter(logging.Filter):
         record.request_id = getattr(record, "request_id", None) or request_id_var.get()
         record.tenant = getattr(record, "tenant", None) or tenant_var.get()
         record.task_id = getattr(record, "task_id", None) or task_id_var.get()
-        return True
-
-
-# Second line of defense: code never logs patient data, but if a value slips into a message
-# (an exception text, a caller-chosen request id), identifier-shaped text is masked before the
-# line is written. Names and free text cannot be recognised by shape, which is why the first
-# line of defense (logging ids and classes only) is the one that counts.
-PHI_PATTERNS = (
-    re.compile(r"\bMRN[\s:#-]*\d{4,}\b", re.IGNORECASE),  # medical record numbers
-    re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),                  # SSN-shaped
-    re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"),             # e-mail addresses
-    re.compile(r"(?<!\d)(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\d)"),  # phones
-)
-SCRUBBED = "[scrubbed]"
-_STANDARD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message"}
-
-
-def scrub(text: str) -> str:
-    """Mask identifier-shaped substrings of ``text``."""
-    for pattern in PHI_PATTERNS:
-        text = pattern.sub(SCRUBBED, text)
-    return text
-
-
-class PhiScrubFilter(logging.Filter):
-    """Mask identifier-shaped text in the message and in string extras of every record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = scrub(message)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
-        for name, value in list(vars(record).items()):
-            if name not in _STANDARD_FIELDS and isinstance(value, str):
-                setattr(record, name, scrub(value))
         return True
 
 

@@ -28,15 +28,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from app.phi.boundary import PHI_FIELD_PATHS
 from app.phi.pseudonyms import PREFIXES, Pseudonymizer
 
 REDACTED = "[redacted]"
 NINETY_PLUS = "90+"
 LIST_MARK = "[]"
-
-PHI_FIELD_PATHS: frozenset[str] = frozenset(
-    {"patient.mrn", "patient.name", "patient.birth_date", "note", "nurse_id"})
-"""Canonical paths that hold PHI: a policy may never keep them as they are."""
 
 REFERENCE_TIME_PATH = "administered_at"
 """Ages are taken at the moment of the dose when the record has one, not at the moment of the read."""

@@ -64,7 +64,7 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
              _retention_purge),
 )}
 
-# Field names a run's report may contain (checked by app.jobs.results.assert_phi_free before a
+# Field names a run's report may contain (checked by app.phi.boundary.assert_phi_free before a
 # report is stored). A new report field is added here on purpose, after checking it cannot
 # carry patient data.
 REPORT_FIELDS = frozenset({

@@ -10,8 +10,7 @@ from zoneinfo import ZoneInfo
 from app.canonical.times import format_utc
 from app.database import utcnow
 from app.extensions import HubResources
-from app.jobs import dispatch
-from app.jobs.service import submit_job
+from app.jobs.service import submit_and_dispatch
 from app.tenants.models import Tenant
 from app.tenants.service import get_active_connection
 
@@ -41,12 +40,10 @@ def submit_previous_day_counts(*, hub: HubResources, tenant: Tenant,
     day, since, until = previous_local_day(zone, now or utcnow())
     params = {"window": {"since": format_utc(since), "until": format_utc(until)},
               "group_by": ["unit", "medication"]}
-    submission = submit_job(db_session=hub.database.session, redis_client=hub.redis,
-                            settings=hub.settings, tenant_id=str(tenant.id), client_pk=None,
-                            job_type=JOB_TYPE, raw_params=params,
-                            idempotency_key=idempotency_key(day), request_id=None)
+    submission = submit_and_dispatch(
+        db_session=hub.database.session, redis_client=hub.redis, settings=hub.settings,
+        tenant_id=str(tenant.id), client_id=None, job_type=JOB_TYPE, raw_params=params,
+        idempotency_key=idempotency_key(day), request_id=None)
     job = submission.job
-    if submission.created:
-        dispatch.submit_job_pipeline(job_id=str(job.id), tenant_id=str(tenant.id))
     return {"day": day.isoformat(), "job_id": str(job.id),
             "submitted": submission.created, "job_status": job.status}

@@ -31,8 +31,8 @@ from app.database import utcnow
 from app.entitlements.service import tenant_owns_product
 from app.extensions import HubResources
 from app.jobs import dispatch
-from app.jobs.results import UnsafeResult, assert_phi_free
-from app.observability.logs import scrub
+from app.phi.boundary import UnsafeResult, assert_phi_free
+from app.phi.redaction import scrub
 from app.problems import Problem
 from app.syncs import beat
 from app.syncs.kinds import REPORT_FIELDS, SYNC_KINDS, SyncKind

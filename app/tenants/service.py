@@ -1,4 +1,4 @@
-"""Onboarding of tenants: their products, connections and entitlements."""
+"""Onboarding of tenants: their products and connections (entitlements: app.entitlements)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.database import utcnow
-from app.tenants.models import Connection, Entitlement, Product, Tenant
+from app.tenants.models import Connection, Product, Tenant
 
 
 class UnknownProduct(LookupError):
@@ -58,20 +57,6 @@ def ensure_connection(*, db_session: Session, tenant: Tenant, product: Product, 
     return connection
 
 
-def grant_entitlement(*, db_session: Session, tenant: Tenant, product: Product) -> Entitlement:
-    """Record that ``tenant`` owns ``product`` (re-granting a revoked entitlement)."""
-    entitlement = db_session.scalar(select(Entitlement).where(
-        Entitlement.tenant_id == tenant.id, Entitlement.product_id == product.id))
-    if entitlement is None:
-        entitlement = Entitlement(tenant_id=tenant.id, product_id=product.id)
-        db_session.add(entitlement)
-    elif entitlement.revoked_at is not None:
-        entitlement.revoked_at = None
-        entitlement.granted_at = utcnow()
-    db_session.flush()
-    return entitlement
-
-
 def get_active_connection(*, db_session: Session, tenant_id: uuid.UUID, product: str
                           ) -> Connection | None:
     """Return the tenant's active connection to its instance of ``product``, if any."""
@@ -79,18 +64,6 @@ def get_active_connection(*, db_session: Session, tenant_id: uuid.UUID, product:
         select(Connection).join(Product, Product.id == Connection.product_id).where(
             Connection.tenant_id == tenant_id, Product.code == product,
             Connection.is_active.is_(True)))
-
-
-def revoke_entitlement(*, db_session: Session, tenant: Tenant, product: Product) -> bool:
-    """Revoke ``tenant``'s entitlement to ``product``; return False if it had none."""
-    entitlement = db_session.scalar(select(Entitlement).where(
-        Entitlement.tenant_id == tenant.id, Entitlement.product_id == product.id,
-        Entitlement.revoked_at.is_(None)))
-    if entitlement is None:
-        return False
-    entitlement.revoked_at = utcnow()
-    db_session.flush()
-    return True
 
 
 def list_tenants(*, db_session: Session) -> list[Tenant]:
