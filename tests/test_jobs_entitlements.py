@@ -68,7 +68,8 @@ def _refusals(hub_app, job_request_id: str | None = None) -> list:
     with hub_app.app_context():
         tenant = get_tenant_by_slug(db_session=_session(hub_app), slug=TENANT)
         events = list_events(redis_client=hub.redis, db_session=_session(hub_app),
-                             tenant_id=str(tenant.id), operation=REFUSED_OPERATION).events
+                             tenant_id=str(tenant.id), operation=REFUSED_OPERATION,
+                             cursor_key=hub.settings.hub_secret_key).events
     return [event for event in events
             if job_request_id is None or event.request_id == job_request_id]
 
