@@ -10,7 +10,8 @@ from app.settings import PROJECT_ROOT, SETTINGS, SettingsError, load_settings, s
 
 # Every secret given, so nothing is generated into the (project-relative) data folder.
 ALL_SECRETS = {"HUB_SECRET_KEY": "k", "FLOWER_BASIC_AUTH": "u:p",
-               "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40, "HUB_PSEUDONYM_KEY": "p" * 40}
+               "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40, "HUB_PSEUDONYM_KEY": "p" * 40,
+               "HUB_METRICS_BASIC_AUTH": "m:p"}
 
 
 @pytest.fixture
