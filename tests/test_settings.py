@@ -89,7 +89,8 @@ def test_secrets_come_from_the_environment_or_a_file(data_dir, tmp_path):
     settings = load_settings({"HUB_DATA_DIR": str(data_dir), "HUB_SECRET_KEY": "from-env",
                               "FLOWER_BASIC_AUTH_FILE": str(secret_file),
                               "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40,
-                              "HUB_PSEUDONYM_KEY": "p" * 40})
+                              "HUB_PSEUDONYM_KEY": "p" * 40,
+                              "HUB_METRICS_BASIC_AUTH": "prometheus:from-env"})
 
     assert settings.hub_secret_key == "from-env"
     assert settings.flower_basic_auth == "ops:from-file"
