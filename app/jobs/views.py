@@ -8,6 +8,7 @@ from flask import g, url_for
 from flask_smorest import Blueprint
 
 from app.auth.principal import current_principal, requires_scopes
+from app.clients.service import get_client
 from app.extensions import resources
 from app.jobs import dispatch, service
 from app.jobs.schemas import (
@@ -57,6 +58,8 @@ def _decode(cursor: str) -> tuple[datetime, str]:
                   "units…); `errors` names each field.")
 @blp.alt_response(403, description="Scope jobs:write missing, or the tenant does not own "
                   "every product the job reads.")
+@blp.alt_response(429, description="This client already has `HUB_MAX_ACTIVE_JOBS_PER_CLIENT` "
+                  "jobs queued or running; `Retry-After` says when to try again.")
 @blp.doc(security=[{"bearer": []}])
 @requires_scopes("jobs:write")
 def submit_job(headers: dict, body: dict):
@@ -64,9 +67,11 @@ def submit_job(headers: dict, body: dict):
     g.audit_resource_type = "jobs"
     principal = current_principal()
     hub = resources()
+    client = get_client(db_session=hub.database.session, client_id=principal.client_id)
     submission = service.submit_job(
         db_session=hub.database.session, redis_client=hub.redis, settings=hub.settings,
-        tenant_id=principal.tenant_id, client_pk=None, job_type=body["type"], raw_params=body["params"],
+        tenant_id=principal.tenant_id, client_pk=client.id if client else None,
+        job_type=body["type"], raw_params=body["params"],
         idempotency_key=headers["idempotency_key"], request_id=request_id_var.get())
     if submission.created:
         dispatch.submit_job_pipeline(job_id=str(submission.job.id),
