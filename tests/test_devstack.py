@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -114,6 +115,27 @@ def test_secrets_are_made_owner_only(tmp_path):
 
     assert stat.S_IMODE(clients.stat().st_mode) == 0o600
     assert stat.S_IMODE(settings.hub_secrets_dir.stat().st_mode) == 0o700
+
+
+IDLE_BUDGET_PER_MINUTE = 5
+
+
+def test_an_idle_stack_writes_at_most_five_log_lines_a_minute(running_stack):
+    output = running_stack["output"]
+
+    def startup_snapshots_logged() -> bool:  # the first syncs run as beat starts
+        return sum('"sync": "inventory_snapshot"' in line for line in output) >= 2
+
+    wait_until(startup_snapshots_logged, timeout=120, interval=0.5,
+               description="the start-up inventory snapshots")
+    start = len(output)
+    window_ends = time.monotonic() + 60
+    # A measurement over one minute of idling, not a wait for something to happen.
+    wait_until(lambda: time.monotonic() >= window_ends, timeout=90, interval=1,
+               description="one idle minute")
+    written = [line for line in output[start:] if " system " not in line[:30]]
+
+    assert len(written) <= IDLE_BUDGET_PER_MINUTE, "".join(written)[-3000:]
 
 
 def test_stack_is_ready_and_prints_where_the_secrets_are_and_a_curl_example(running_stack):
