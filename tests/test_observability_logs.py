@@ -186,3 +186,16 @@ def test_demo_systems_write_no_access_log_unless_asked(monkeypatch):
     assert runpy.run_path(str(GUNICORN_CONF))["accesslog"] is None
     monkeypatch.setenv("DEMO_ACCESS_LOG", "1")
     assert runpy.run_path(str(GUNICORN_CONF))["accesslog"] == "-"
+
+
+def test_probes_and_scrapes_write_debug_access_lines_unless_refused(api, hub_settings, caplog):
+    caplog.set_level(logging.INFO, logger="hub.access")
+    user, _, password = hub_settings.hub_metrics_basic_auth.partition(":")
+
+    assert api.get("/healthz").status_code == 200
+    assert api.get("/metrics", auth=(user, password)).status_code == 200
+    assert api.get("/metrics").status_code == 401
+
+    access = [(record.levelname, record.route, record.status) for record in caplog.records
+              if record.name == "hub.access"]
+    assert access == [("INFO", "/metrics", 401)]
