@@ -61,6 +61,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "not-connected": ProblemType(503),
     "not-entitled": ProblemType(403),
     "not-ready": ProblemType(503, "Not ready"),
+    "too-many-active-jobs": ProblemType(429),
     "url-too-long": ProblemType(414),
     # A sync run's failure (recorded on the run, not answered over HTTP).
     "warming-incomplete": ProblemType(503),

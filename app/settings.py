@@ -71,6 +71,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_SECRET_KEY", None, "Flask secret key (or `HUB_SECRET_KEY_FILE`).", "secret"),
     Setting("FLOWER_BASIC_AUTH", None, "Flower's `user:password` (or `FLOWER_BASIC_AUTH_FILE`). "
             "Development default: `operator:<generated>`.", "secret"),
+    Setting("HUB_METRICS_BASIC_AUTH", None, "`user:password` that Prometheus sends (HTTP Basic) "
+            "to scrape `/metrics` (or `HUB_METRICS_BASIC_AUTH_FILE`). Development default: "
+            "`prometheus:<generated>`.", "secret"),
     Setting("HUB_JWT_SIGNING_KEYS", None, "Token signing keys as `kid:secret` pairs, comma-"
             "separated (or `HUB_JWT_SIGNING_KEYS_FILE`). The first signs; all verify, so a new "
             "key is put first and the old one removed after `HUB_TOKEN_TTL`. Secrets of at "
@@ -107,6 +110,8 @@ SETTINGS: tuple[Setting, ...] = (
             "tokens stop working within this many seconds (0 to 60).", "int"),
     Setting("HUB_JOB_RESULT_RETENTION_HOURS", 168, "Hours a job's de-identified result is "
             "kept.", "int"),
+    Setting("HUB_MAX_ACTIVE_JOBS_PER_CLIENT", 20, "Jobs one client may have queued or running "
+            "at once; one more is answered 429 with `Retry-After`.", "int"),
     Setting("HUB_IDEMPOTENCY_RETENTION_HOURS", 24, "Hours an `Idempotency-Key` keeps "
             "answering with the same job.", "int"),
     Setting("HUB_AUDIT_RETENTION_DAYS", 2192, "Days audit events are kept (default 6 years) "
@@ -164,6 +169,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEMO_INVENTORY_PORT", 8101, "Port of the demo inventory system (System A).", "int"),
     Setting("DEMO_ADMINISTRATION_PORT", 8102, "Port of the demo administration system "
             "(System B).", "int"),
+    Setting("DEMO_ACCESS_LOG", False, "Write the demo systems' access log (one line per "
+            "request). Off by default: the syncs' paging would fill the stack's log.", "bool"),
     Setting("DEMO_SEED", 42, "Seed of the demo systems' synthetic data.", "int"),
     Setting("DEMO_ADMINISTRATIONS", 20000, "Administration events the demo systems are seeded "
             "with by `make run` (the generator reaches 1,000,000 in under a minute).", "int"),
@@ -189,6 +196,7 @@ class Settings:
     hub_secrets_dir: Path
     hub_secret_key: str = field(repr=False)
     flower_basic_auth: str = field(repr=False)
+    hub_metrics_basic_auth: str = field(repr=False)
     hub_jwt_signing_keys: str = field(repr=False)
     hub_jwt_audience: str
     hub_jwt_issuer: str
@@ -203,6 +211,7 @@ class Settings:
     hub_breaker_reset_seconds: int
     hub_rate_limit: str
     hub_job_result_retention_hours: int
+    hub_max_active_jobs_per_client: int
     hub_idempotency_retention_hours: int
     hub_audit_retention_days: int
     hub_sync_inventory_snapshot: str
@@ -236,6 +245,7 @@ class Settings:
     hub_log_level: str
     demo_inventory_port: int
     demo_administration_port: int
+    demo_access_log: bool
     demo_seed: int
     demo_administrations: int
 
@@ -358,6 +368,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lambda: f"operator:{secrets.token_urlsafe(18)}")
     if ":" not in values["flower_basic_auth"]:
         raise SettingsError("FLOWER_BASIC_AUTH must be user:password")
+    values["hub_metrics_basic_auth"] = _read_secret(
+        _BY_NAME["HUB_METRICS_BASIC_AUTH"], env, values["hub_secrets_dir"], production,
+        lambda: f"prometheus:{secrets.token_urlsafe(24)}")
+    if ":" not in values["hub_metrics_basic_auth"]:
+        raise SettingsError("HUB_METRICS_BASIC_AUTH must be user:password")
     values["hub_jwt_signing_keys"] = _read_secret(
         _BY_NAME["HUB_JWT_SIGNING_KEYS"], env, values["hub_secrets_dir"], production,
         lambda: f"k{secrets.token_hex(4)}:{secrets.token_urlsafe(48)}")
@@ -380,6 +395,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"HUB_TOKEN_TTL must be between 60 and {MAX_TOKEN_TTL} seconds")
     if not 0 <= values["hub_client_state_seconds"] <= 60:
         raise SettingsError("HUB_CLIENT_STATE_SECONDS must be between 0 and 60 seconds")
+    if values["hub_max_active_jobs_per_client"] < 1:
+        raise SettingsError("HUB_MAX_ACTIVE_JOBS_PER_CLIENT must be at least 1")
     _validate_cache_ttls(values["hub_cache_ttls"])
     if values["hub_beat_lock_timeout"] <= values["hub_beat_max_loop_interval"]:
         # Beat extends its lock once per loop: a shorter lock would lapse between two loops.

@@ -4,6 +4,8 @@ Passed explicitly with ``--config``: otherwise gunicorn would load ``./gunicorn.
 the working directory, which is the hub's, and the demo systems must not import the hub.
 """
 
+import os
+
 # ONE worker process: fault plans and request counts are in-process state that every request
 # must share. gthread: injected latency and hangs are sleeps, and one sleeping request must not
 # hold up the rest.
@@ -17,7 +19,10 @@ threads = 64
 control_socket_disable = True
 # Stop quickly even with injected hangs in flight.
 graceful_timeout = 3
-accesslog = "-"
+# Off unless DEMO_ACCESS_LOG is set: the hub's syncs page through these systems every few
+# minutes, and a line per page would bury the rest of the stack's log.
+accesslog = "-" if os.environ.get("DEMO_ACCESS_LOG", "").strip().lower() in {
+    "1", "true", "yes", "on"} else None
 errorlog = "-"
 # Method, path WITHOUT the query string (filters are no business of a log), status, size, time.
 access_log_format = '%(t)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'

@@ -2,7 +2,8 @@
 
 ``python -m devstack run``      prepare data, then start every process through honcho
 ``python -m devstack redis``    the embedded Redis (a Procfile process)
-``python -m devstack announce`` wait for the stack, print URLs, credentials and a curl example
+``python -m devstack announce`` wait for the stack, print URLs, where the secrets are, and a
+                                curl example (secrets themselves never reach the log)
 ``python -m devstack onboard``  onboard the demo sites as hub tenants (``run`` does this too)
 
 The stack is a Procfile run by honcho; this module only prepares what the processes need
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -96,8 +98,9 @@ def _onboard_demo_tenants(settings: Settings, manifest: Path,
     finally:
         database.remove_session()
         database.engine.dispose()
-    _say(f"onboarded {len({c.tenant for c in credentials})} demo tenants with "
-         f"{len(credentials)} clients")
+    _restrict_secrets(settings)
+    _say(f"onboarded {len({c.tenant for c in credentials})} demo tenants; their client "
+         f"secrets are in {demo_clients_path(settings)}")
 
 
 def _system_urls(settings: Settings) -> dict[str, str]:
@@ -125,6 +128,7 @@ def _process_environment(settings: Settings) -> dict[str, str]:
         "DEMO_INVENTORY_PORT": str(settings.demo_inventory_port),
         "DEMO_ADMINISTRATION_PORT": str(settings.demo_administration_port),
         "DEMO_DATA_DIR": str(demo_data_dir(settings)),
+        "DEMO_ACCESS_LOG": "1" if settings.demo_access_log else "0",
         # Flower reads its basic auth from this variable (the value may come from a file).
         "FLOWER_BASIC_AUTH": settings.flower_basic_auth,
     })
@@ -230,9 +234,47 @@ def announce() -> None:
         signal.pause()
 
 
+DEMO_CLIENTS_FILE = "demo-clients.json"
+
+
+def demo_clients_path(settings: Settings) -> Path:
+    """The file of the demo clients' secrets (``{client_id: secret}``, mode 0600)."""
+    return settings.hub_secrets_dir / DEMO_CLIENTS_FILE
+
+
+def _restrict_secrets(settings: Settings) -> None:
+    # Only the owner may read the secrets, whoever created the files (an older run, an umask).
+    settings.hub_secrets_dir.chmod(0o700)
+    for path in settings.hub_secrets_dir.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+def _secret_source(settings: Settings, name: str, value: str) -> str:
+    """Where the secret ``name`` (whose value is ``value``) can be read: its file, or the
+    variable that holds it. (The launcher hands every secret to the processes as variables,
+    so the files are looked at first.)"""
+    candidates = [settings.hub_secrets_dir / name.lower()]
+    if os.environ.get(f"{name}_FILE"):
+        candidates.insert(0, Path(os.environ[f"{name}_FILE"]))
+    for path in candidates:
+        try:
+            if path.read_text(encoding="utf-8").strip() == value:
+                return str(path)
+        except OSError:
+            continue
+    return f"the {name} variable"
+
+
 def _banner(settings: Settings, api: str, flower: str, elapsed: float) -> str:
-    credentials_path = settings.hub_secrets_dir / "demo-clients.json"
-    credentials = json.loads(credentials_path.read_text(encoding="utf-8"))
+    # The process log is not a place for secrets (it is kept, shared and pasted into tickets):
+    # the banner says where each secret is and how to read it, never the value.
+    clients_path = demo_clients_path(settings)
+    client_ids = sorted(json.loads(clients_path.read_text(encoding="utf-8")))
+    flower_user = settings.flower_basic_auth.split(":", 1)[0]
+    flower_source = _secret_source(settings, "FLOWER_BASIC_AUTH", settings.flower_basic_auth)
+    metrics_user = settings.hub_metrics_basic_auth.split(":", 1)[0]
+    metrics_source = _secret_source(settings, "HUB_METRICS_BASIC_AUTH",
+                                    settings.hub_metrics_basic_auth)
     lines = [
         "",
         f"  The medication hub is up ({elapsed:.1f}s).",
@@ -240,28 +282,34 @@ def _banner(settings: Settings, api: str, flower: str, elapsed: float) -> str:
         f"  API            {api}",
         f"  API docs       {api}/docs   (OpenAPI: {api}/openapi.json)",
         f"  Readiness      {api}/readyz",
-        f"  Flower         {flower}   (user:password {settings.flower_basic_auth})",
+        f"  Metrics        {api}/metrics   (basic auth {metrics_user}:<password>, "
+        f"`user:password` in {metrics_source})",
+        f"  Flower         {flower}   (basic auth {flower_user}:<password>, "
+        f"`user:password` in {flower_source})",
         f"  Demo System A  http://127.0.0.1:{settings.demo_inventory_port}   (inventory)",
         f"  Demo System B  http://127.0.0.1:{settings.demo_administration_port}   "
         "(administration / eMAR)",
         "",
-        "  Demo clients (client_id / client_secret):",
+        f"  Demo clients: {', '.join(client_ids)}",
+        f"  Their secrets (owner-only file): python3 -m json.tool {clients_path}",
     ]
-    lines += [f"    {client_id:32} {secret}" for client_id, secret in sorted(credentials.items())]
     lines += ["", "  Scheduled syncs (beat): .venv/bin/flask --app wsgi hub syncs list",
-              "", "  Try it:", *[f"    {line}" for line in walkthrough(api, credentials)],
+              "", "  Try it:", *[f"    {line}" for line in walkthrough(api, clients_path)],
               "", "  Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 
 
-def walkthrough(api: str, credentials: dict[str, str]) -> list[str]:
+def walkthrough(api: str, clients_path: Path) -> list[str]:
     """Shell lines that show the hub at work: readiness, a token, a lookup (MISS, then HIT)
-    and a refused lookup (403)."""
+    and a refused lookup (403). The client secret is read from its file when the lines run."""
     client = "north-general-inventory"
+    read_secret = ("python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "
+                   f"{shlex.quote(str(clients_path))} {client}")
     return [
         f"curl -s {api}/readyz",
+        f"SECRET=$({read_secret})",
         f"TOKEN=$(curl -s -X POST {api}/v1/oauth/token -d grant_type=client_credentials "
-        f"-d client_id={client} -d client_secret={credentials[client]} "
+        f"-d client_id={client} --data-urlencode \"client_secret=$SECRET\" "
         "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
         f"curl -s -D - -o /dev/null -H \"Authorization: Bearer $TOKEN\" "
         f"\"{api}/v1/administrations?unit=ICU-3&page_size=2\" | grep X-Cache   # MISS",

@@ -46,10 +46,19 @@ celery_app.config_from_object("celeryconfig")
 celery_app.conf.imports = ("tasks.smoke", "tasks.audit", "tasks.jobs", "tasks.syncs")
 
 
+def routine_tasks() -> frozenset[str]:
+    """The tasks beat sends on a schedule: Celery's line on each success is not news (their
+    failures and retries still are, and the hub logs what they did when they did something)."""
+    from app.syncs.kinds import SYNC_KINDS
+
+    return frozenset({entry["task"] for entry in celery_app.conf.beat_schedule.values()}
+                     | {kind.task for kind in SYNC_KINDS.values()})
+
+
 @setup_logging.connect
 def _json_logging(loglevel=None, **_kwargs) -> None:
     # Connecting this signal stops Celery from installing its own plain-text log handlers.
-    configure_logging(os.environ.get("HUB_LOG_LEVEL", "INFO"))
+    configure_logging(os.environ.get("HUB_LOG_LEVEL", "INFO"), routine_tasks=routine_tasks())
 
 
 @worker_process_init.connect

@@ -1,6 +1,7 @@
 """Prometheus metrics (app.observability): ``GET /metrics`` shows request counts, cache hits and
-misses, downstream latency and breaker state; under gunicorn with several workers every scrape
-adds up all of them (``PROMETHEUS_MULTIPROC_DIR``)."""
+misses, downstream latency and breaker state to a scraper with the metrics credentials only;
+under gunicorn with several workers every scrape adds up all of them
+(``PROMETHEUS_MULTIPROC_DIR``)."""
 
 import os
 import subprocess
@@ -30,10 +31,51 @@ def metric(text: str, sample_name: str, **labels: str) -> float:
                if sample.name == sample_name and labels.items() <= sample.labels.items())
 
 
+def scraper_auth(settings) -> tuple[str, str]:
+    """The (user, password) Prometheus sends, from ``HUB_METRICS_BASIC_AUTH``."""
+    user, _, password = settings.hub_metrics_basic_auth.partition(":")
+    return user, password
+
+
 def scrape(client) -> str:
-    response = client.get("/metrics")
+    auth = scraper_auth(client.application.extensions["hub"].settings)
+    response = client.get("/metrics", auth=auth)
     assert response.status_code == 200
     return response.get_data(as_text=True)
+
+
+def test_metrics_without_credentials_is_401_problem_with_a_basic_challenge(api):
+    response = api.get("/metrics")
+
+    assert response.status_code == 401
+    assert response.content_type == "application/problem+json"
+    assert response.headers["WWW-Authenticate"].startswith('Basic realm="hub-metrics"')
+    assert b"hub_requests_total" not in response.data and b"north-general" not in response.data
+
+
+@pytest.mark.parametrize("wrong", ["password", "user", "scheme"])
+def test_metrics_with_wrong_credentials_is_401(api, hub_settings, wrong):
+    user, password = scraper_auth(hub_settings)
+    headers = {}
+    if wrong == "password":
+        auth = (user, password + "x")
+    elif wrong == "user":
+        auth = ("someone-else", password)
+    else:  # the right secret, but as a bearer token
+        auth, headers = None, {"Authorization": f"Bearer {password}"}
+
+    response = api.get("/metrics", auth=auth, headers=headers)
+
+    assert response.status_code == 401
+    assert response.content_type == "application/problem+json"
+    assert "WWW-Authenticate" in response.headers
+
+
+def test_metrics_with_the_scraper_credentials_is_200(api, hub_settings):
+    response = api.get("/metrics", auth=scraper_auth(hub_settings))
+
+    assert response.status_code == 200
+    assert "hub_requests_total" in response.get_data(as_text=True)
 
 
 def test_metrics_endpoint_counts_requests_by_route_method_and_status(api, tokens):
@@ -42,7 +84,7 @@ def test_metrics_endpoint_counts_requests_by_route_method_and_status(api, tokens
 
     api.get(ADMINISTRATIONS, headers=headers)
     api.get("/v1/administrations?page_size=0", headers=headers)
-    response = api.get("/metrics")
+    response = api.get("/metrics", auth=scraper_auth(api.application.extensions["hub"].settings))
 
     after = response.get_data(as_text=True)
     assert response.content_type.startswith("text/plain")
@@ -148,7 +190,7 @@ def gunicorn_api(hub_environment, migrated_database, tmp_path):
         stop_process_group(process, timeout=15)
 
 
-def test_every_scrape_adds_up_the_requests_of_every_gunicorn_worker(gunicorn_api):
+def test_every_scrape_adds_up_the_requests_of_every_gunicorn_worker(gunicorn_api, hub_settings):
     base_url, metrics_dir = gunicorn_api
     sent = [0]
 
@@ -175,7 +217,7 @@ def test_every_scrape_adds_up_the_requests_of_every_gunicorn_worker(gunicorn_api
                description="requests counted by both gunicorn workers")
     scraped = []
     for _ in range(8):
-        with requests.get(f"{base_url}/metrics", timeout=5,
+        with requests.get(f"{base_url}/metrics", timeout=5, auth=scraper_auth(hub_settings),
                           headers={"Connection": "close"}) as response:
             assert response.status_code == 200
             scraped.append(metric(response.text, "hub_requests_total", route="/healthz",

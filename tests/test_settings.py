@@ -11,7 +11,7 @@ from app.settings import PROJECT_ROOT, SETTINGS, SettingsError, load_settings, s
 # Every secret given, so nothing is generated into the (project-relative) data folder.
 ALL_SECRETS = {"HUB_SECRET_KEY": "k", "FLOWER_BASIC_AUTH": "u:p",
                "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40, "HUB_PSEUDONYM_KEY": "p" * 40,
-               "HUB_EMBEDDED_REDIS_PASSWORD": "r" * 32}
+               "HUB_EMBEDDED_REDIS_PASSWORD": "r" * 32, "HUB_METRICS_BASIC_AUTH": "m:p"}
 
 
 @pytest.fixture
@@ -91,7 +91,8 @@ def test_secrets_come_from_the_environment_or_a_file(data_dir, tmp_path):
                               "FLOWER_BASIC_AUTH_FILE": str(secret_file),
                               "HUB_JWT_SIGNING_KEYS": "k1:" + "k" * 40,
                               "HUB_PSEUDONYM_KEY": "p" * 40,
-                              "HUB_EMBEDDED_REDIS_PASSWORD": "r" * 32})
+                              "HUB_EMBEDDED_REDIS_PASSWORD": "r" * 32,
+                              "HUB_METRICS_BASIC_AUTH": "prometheus:from-env"})
 
     assert settings.hub_secret_key == "from-env"
     assert settings.flower_basic_auth == "ops:from-file"

@@ -106,7 +106,9 @@ def is_problem(response, status: int) -> bool:
 
 def sync_samples(api) -> dict[tuple[str, frozenset], float]:
     """Every ``hub_sync_*`` sample on ``/metrics``, by name and labels (in any order)."""
-    response = api.get("/metrics")
+    user, _, password = api.application.extensions["hub"].settings.hub_metrics_basic_auth \
+        .partition(":")
+    response = api.get("/metrics", auth=(user, password))
     assert response.status_code == 200
     return {(sample.name, frozenset(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(response.get_data(as_text=True))

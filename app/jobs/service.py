@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 JOB_PRODUCTS = {"administration_counts": ("administration",),
                 "dose_reconciliation": ("inventory", "administration")}
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE_STATUSES = ("queued", "running")
+# How long a client over its active-jobs quota is told to wait: about the time a typical job
+# takes to finish and free a slot.
+QUOTA_RETRY_AFTER_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -113,13 +117,35 @@ def _existing(db_session: Session, tenant_id: uuid.UUID, key: str) -> Job | None
                                                Job.idempotency_key == key))
 
 
+def _check_active_jobs_quota(db_session: Session, client_pk: uuid.UUID, limit: int) -> None:
+    """Refuse (429) a new job from a client that already has ``limit`` jobs queued or running.
+
+    Called in the transaction that inserts the job. The client's row is locked first
+    (``SELECT … FOR UPDATE``), so on PostgreSQL two submissions of one client are counted one
+    after the other and cannot both take the last slot; other clients are not held up. SQLite
+    has one writer at a time for the whole database, which serializes submissions as well.
+    """
+    db_session.execute(select(Client.id).where(Client.id == client_pk).with_for_update())
+    active = db_session.scalar(select(func.count()).select_from(Job).where(
+        Job.client_id == client_pk, Job.status.in_(ACTIVE_STATUSES)))
+    if active >= limit:
+        raise Problem(f"This client already has {active} active jobs (the limit is {limit}); "
+                      "submit again once one has finished or been cancelled.",
+                      status=429, problem_type="too-many-active-jobs",
+                      retry_after=QUOTA_RETRY_AFTER_SECONDS)
+
+
 def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_id: str,
                client_pk: uuid.UUID | None,
                job_type: str, raw_params: dict, idempotency_key: str,
                request_id: str | None) -> Submission:
     """Validate and record a job (or return the job this idempotency key already made).
 
-    Records only: callers start jobs with :func:`submit_and_dispatch`, which also sends it."""
+    Records only: callers start jobs with :func:`submit_and_dispatch`, which also sends it.
+    ``client_pk`` is the submitting client's primary key (None for the hub's own jobs, such as
+    the nightly counts): a client with ``HUB_MAX_ACTIVE_JOBS_PER_CLIENT`` active jobs gets 429;
+    re-posting an existing job's Idempotency-Key still answers that job.
+    """
     tenant_uuid = uuid.UUID(tenant_id)
     request_hash = _request_hash(job_type, raw_params)
     existing = _existing(db_session, tenant_uuid, idempotency_key)
@@ -160,6 +186,8 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
         raise Problem("The request has invalid fields; see errors.", status=422, errors={
             "json": {"params": {"units": unknown}}})
 
+    if client_pk is not None:
+        _check_active_jobs_quota(db_session, client_pk, settings.hub_max_active_jobs_per_client)
     now = utcnow()
     job = Job(tenant_id=tenant_uuid, client_id=client_pk, type=job_type,
               params=_stored_params(job_type, params), status="queued",

@@ -70,6 +70,8 @@ def _decode(cursor: str, query: dict) -> tuple[datetime, str]:
                   "units…); `errors` names each field.")
 @blp.alt_response(403, description="Scope jobs:write missing, or the tenant does not own "
                   "every product the job reads.")
+@blp.alt_response(429, description="This client already has `HUB_MAX_ACTIVE_JOBS_PER_CLIENT` "
+                  "jobs queued or running; `Retry-After` says when to try again.")
 @blp.doc(security=[{"bearer": []}])
 @requires_scopes("jobs:write")
 def submit_job(headers: dict, body: dict):

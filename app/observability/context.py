@@ -17,6 +17,13 @@ task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
+def enter_tenant(tenant: str | None) -> None:
+    """Name ``tenant`` (its slug) on the log lines of the rest of the running task and on the
+    tasks it sends, for work that learns its tenant only once it runs (a sync). The task's
+    context is reset when the task ends (task_context)."""
+    tenant_var.set(tenant)
+
+
 def new_request_id() -> str:
     """Return a fresh request id."""
     return uuid.uuid4().hex

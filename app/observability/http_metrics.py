@@ -1,7 +1,12 @@
-"""Request metrics for every API request, and the ``/metrics`` endpoint."""
+"""Request metrics for every API request, and the ``/metrics`` endpoint.
+
+``/metrics`` names every tenant and its traffic, so it answers only a scraper that sends
+``HUB_METRICS_BASIC_AUTH`` (HTTP Basic); anyone else gets 401 problem+json.
+"""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 
@@ -11,9 +16,26 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.audit.service import pending_count
 from app.observability import metrics
+from app.problems import problem_response
 from app.syncs.metrics import render_sync_metrics
 
 logger = logging.getLogger(__name__)
+
+METRICS_REALM = "hub-metrics"
+
+
+def scraper_authorized(authorization, expected: str) -> bool:
+    """Tell whether HTTP Basic ``authorization`` carries the ``user:password`` in ``expected``.
+
+    Both parts are compared in constant time, and both are always compared, so the answer's
+    timing says nothing about which part (or how much of it) was right.
+    """
+    if authorization is None or authorization.type != "basic":
+        return False
+    user, _, password = expected.partition(":")
+    user_ok = hmac.compare_digest((authorization.username or "").encode(), user.encode())
+    password_ok = hmac.compare_digest((authorization.password or "").encode(), password.encode())
+    return user_ok and password_ok
 
 
 def init_http_metrics(app: Flask) -> None:
@@ -35,6 +57,11 @@ def init_http_metrics(app: Flask) -> None:
 
     @app.get("/metrics")
     def prometheus_metrics():
+        expected = app.extensions["hub"].settings.hub_metrics_basic_auth
+        if not scraper_authorized(request.authorization, expected):
+            return problem_response(
+                401, detail="Metrics need the scraper's credentials (HTTP Basic).",
+                headers={"WWW-Authenticate": f'Basic realm="{METRICS_REALM}", charset="UTF-8"'})
         try:
             metrics.AUDIT_PENDING.set(pending_count(redis_client=app.extensions["hub"].redis))
         except redis.RedisError:  # the gauge keeps its last value; /metrics still answers

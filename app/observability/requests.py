@@ -12,6 +12,9 @@ from app.observability.context import accept_request_id, request_id_var, tenant_
 
 REQUEST_ID_HEADER = "X-Request-ID"
 logger = logging.getLogger("hub.access")
+# Probes and scrapes arrive every few seconds from the platform and Prometheus: a line each
+# would be most of the log. Answered normally they are DEBUG lines; a refusal or error is not.
+ROUTINE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def init_request_context(app: Flask) -> None:
@@ -30,7 +33,8 @@ def init_request_context(app: Flask) -> None:
         if request_id:
             response.headers[REQUEST_ID_HEADER] = request_id
             latency_ms = round((time.perf_counter() - g.request_started) * 1000, 2)
-            logger.info("request", extra={
+            routine = request.path in ROUTINE_PATHS and response.status_code < 400
+            logger.log(logging.DEBUG if routine else logging.INFO, "request", extra={
                 "method": request.method,
                 "route": request.url_rule.rule if request.url_rule else None,
                 "status": response.status_code,

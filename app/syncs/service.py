@@ -31,6 +31,7 @@ from app.database import utcnow
 from app.entitlements.service import tenant_owns_product
 from app.extensions import HubResources
 from app.jobs import dispatch
+from app.observability.context import enter_tenant
 from app.phi.boundary import UnsafeResult, assert_phi_free
 from app.phi.redaction import scrub
 from app.problems import Problem
@@ -212,6 +213,7 @@ def run_sync(*, hub: HubResources, schedule_id: str, task_id: str | None = None,
                     extra={"schedule_id": str(schedule_id)})
         return {"schedule_id": str(schedule_id), "outcome": "dropped"}
     schedule = sync.schedule
+    enter_tenant(sync.tenant.slug if sync.tenant else None)
     lock = hub.redis.lock(f"{LOCK_PREFIX}{schedule.id}",
                           timeout=lock_seconds or hub.settings.hub_task_time_limit + 60)
     if not lock.acquire(blocking=False):
@@ -265,7 +267,12 @@ def _run_locked(hub: HubResources, sync: ActiveSync, task_id: str | None) -> dic
     db_session.execute(update(SyncSchedule).where(SyncSchedule.id == schedule_id)
                        .values(consecutive_failures=streak))
     db_session.commit()
-    log = logger.info if outcome == "succeeded" else logger.warning
+    # A run that found nothing to do (every count 0: cache warming with no hot lookups) is
+    # routine: an idle stack would log it every minute for every tenant.
+    did_nothing = outcome == "succeeded" and not any(
+        value for value in (report or {}).values() if isinstance(value, int | float))
+    log = logger.warning if outcome != "succeeded" else logger.debug if did_nothing \
+        else logger.info
     log("sync run %s", outcome, extra={"sync": sync.kind.name, "schedule_id": str(schedule_id),
                                        "duration_ms": duration_ms})
     if unexpected is not None:
