@@ -35,22 +35,18 @@ class AuditEventQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    since = UtcDateTimeField(metadata={"description": "Occurred at or after (with UTC offset).",
-                                       "example": "2026-11-24T00:00:00Z"})
-    until = UtcDateTimeField(metadata={"description": "Occurred before (with UTC offset).",
-                                       "example": "2026-11-25T00:00:00+01:00"})
+    # No examples on the filters: the docs UI prefills them, and any fixed value (a date, a
+    # request id) would narrow the trail to an empty page.
+    since = UtcDateTimeField(metadata={"description": "Occurred at or after (with UTC offset)."})
+    until = UtcDateTimeField(metadata={"description": "Occurred before (with UTC offset)."})
     operation = fields.String(validate=validate.Length(max=100), metadata={
-        "description": "The API operation (blueprint.view).",
-        "example": "lookups.list_administrations"})
+        "description": "The API operation: its operationId (`lookups.list_administrations`)."})
     outcome = fields.String(validate=validate.OneOf(OUTCOMES), metadata={
         "description": "success (2xx/3xx), denied (401/403), rejected (other 4xx, including 429) "
-                       "or error (5xx).", "example": "denied"})
-    resource_type = fields.String(validate=validate.Length(max=64),
-                                  metadata={"example": "administrations"})
-    client_id = fields.String(validate=validate.Length(max=64),
-                              metadata={"example": "north-general-emar"})
-    request_id = fields.String(validate=validate.Length(max=64),
-                               metadata={"example": "4f1c2b7e9a0d4e5f8a6b3c2d1e0f9a8b"})
+                       "or error (5xx)."})
+    resource_type = fields.String(validate=validate.Length(max=64))
+    client_id = fields.String(validate=validate.Length(max=64))
+    request_id = fields.String(validate=validate.Length(max=64))
     cursor = AuditCursorField(attribute="before_id", metadata={
         "type": "string", "description": "`next_cursor` of the previous page."})
     page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE,

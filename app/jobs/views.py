@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import g, url_for
-from flask_smorest import Blueprint
+from flask import url_for
 
+from app.api import HubBlueprint
 from app.auth.principal import current_principal, requires_scopes
 from app.extensions import resources
 from app.jobs import dispatch, service
@@ -21,9 +21,9 @@ from app.jobs.schemas import (
 from app.observability.context import request_id_var
 from app.paging import InvalidCursor, decode_cursor, encode_cursor
 
-blp = Blueprint("jobs", __name__, url_prefix="/v1",
-                description="Asynchronous jobs over the tenant's hospital systems, and the "
-                            "dead letters of their failed units.")
+blp = HubBlueprint("jobs", __name__, url_prefix="/v1", audit_resource_type="jobs",
+                   description="Asynchronous jobs over the tenant's hospital systems, and the "
+                               "dead letters of their failed units.")
 
 
 def _shown(job) -> dict:
@@ -47,6 +47,7 @@ def _decode(cursor: str) -> tuple[datetime, str]:
 
 
 @blp.post("/jobs")
+@requires_scopes("jobs:write")
 @blp.arguments(IdempotencyHeaderSchema, location="headers")
 @blp.arguments(JobRequestSchema)
 @blp.response(202, JobSchema, description="Accepted: poll `status_url`. The same "
@@ -57,11 +58,8 @@ def _decode(cursor: str) -> tuple[datetime, str]:
                   "units…); `errors` names each field.")
 @blp.alt_response(403, description="Scope jobs:write missing, or the tenant does not own "
                   "every product the job reads.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("jobs:write")
 def submit_job(headers: dict, body: dict):
     """Submit a job (`administration_counts` or `dose_reconciliation`) over a time window."""
-    g.audit_resource_type = "jobs"
     principal = current_principal()
     hub = resources()
     submission = service.submit_job(
@@ -76,27 +74,23 @@ def submit_job(headers: dict, body: dict):
 
 
 @blp.get("/jobs/<string:job_id>")
+@requires_scopes("jobs:read")
 @blp.response(200, JobSchema)
 @blp.alt_response(404, description="No such job for this tenant.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("jobs:read")
 def get_job(job_id: str):
     """A job's status, progress (units done / total), timestamps, PHI-free error, and its
     de-identified result once succeeded."""
-    g.audit_resource_type = "jobs"
     job = service.get_job(db_session=resources().database.session,
                           tenant_id=current_principal().tenant_id, job_id=job_id)
     return _shown(job)
 
 
 @blp.get("/jobs")
+@requires_scopes("jobs:read")
 @blp.arguments(JobListQuerySchema, location="query")
 @blp.response(200, JobPageSchema)
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("jobs:read")
 def list_jobs(query: dict):
     """The tenant's jobs, newest first, by status and type."""
-    g.audit_resource_type = "jobs"
     jobs, more = service.list_jobs(
         db_session=resources().database.session, tenant_id=current_principal().tenant_id,
         status=query.get("status"), job_type=query.get("type"),
@@ -107,14 +101,12 @@ def list_jobs(query: dict):
 
 
 @blp.delete("/jobs/<string:job_id>")
+@requires_scopes("jobs:write")
 @blp.response(200, JobSchema, description="The cancelled job.")
 @blp.alt_response(404, description="No such job for this tenant.")
 @blp.alt_response(409, description="The job has already finished.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("jobs:write")
 def cancel_job(job_id: str):
     """Cancel a queued or running job: units not started are revoked."""
-    g.audit_resource_type = "jobs"
     session = resources().database.session
     job = service.get_job(db_session=session, tenant_id=current_principal().tenant_id,
                           job_id=job_id)
@@ -123,25 +115,23 @@ def cancel_job(job_id: str):
 
 
 @blp.get("/dead-letters")
-@blp.response(200, DeadLetterSchema(many=True))
-@blp.doc(security=[{"bearer": []}])
+@blp.audits("dead_letters")
 @requires_scopes("admin")
+@blp.response(200, DeadLetterSchema(many=True))
 def list_dead_letters():
     """The tenant's open dead letters: units that exhausted their retries."""
-    g.audit_resource_type = "dead_letters"
     return service.list_dead_letters(db_session=resources().database.session,
                                      tenant_id=current_principal().tenant_id)
 
 
 @blp.post("/dead-letters/<string:dead_letter_id>/replay")
+@blp.audits("dead_letters")
+@requires_scopes("admin")
 @blp.response(202, DeadLetterSchema)
 @blp.alt_response(404, description="No such dead letter for this tenant.")
 @blp.alt_response(409, description="Already replayed, or its job was cancelled.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("admin")
 def replay_dead_letter(dead_letter_id: str):
     """Run the dead-lettered unit again; the job finishes once its last unit succeeds."""
-    g.audit_resource_type = "dead_letters"
     letter = service.prepare_replay(db_session=resources().database.session,
                                     tenant_id=current_principal().tenant_id,
                                     dead_letter_id=dead_letter_id)

@@ -8,9 +8,9 @@ the hub's inventory snapshot, whose time ``X-Hub-Synced-At`` gives.
 from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
-from flask_smorest import Blueprint
 
-from app.auth.principal import current_principal
+from app.api import FHIR_BUNDLE_SCHEMA, HubBlueprint
+from app.auth.principal import current_principal, requires_scopes
 from app.canonical.times import format_utc
 from app.extensions import resources
 from app.lookups import fhir, service
@@ -25,22 +25,28 @@ from app.paging import InvalidCursor
 from app.phi.policy import PolicyMissing
 from app.problems import problem_response
 
-blp = Blueprint("lookups", __name__, url_prefix="/v1",
-                description="Synchronous lookups across the tenant's hospital systems.")
+# Each view declares its own resource type: one blueprint serves three.
+blp = HubBlueprint("lookups", __name__, url_prefix="/v1",
+                   description="Synchronous lookups across the tenant's hospital systems.")
 
-_ERRORS = {401: "Missing, expired or invalid bearer token.",
-           403: "Scope or entitlement missing (checked before any downstream call).",
-           422: "Invalid parameters; `errors` names each field.",
-           429: "Rate limit reached; see `Retry-After`.",
+_ERRORS = {403: "Scope or entitlement missing (checked before any downstream call).",
            502: "The hospital system answered something unusable.",
            503: "The hospital system is unavailable, and neither the cache nor the hub's "
                 "snapshot of it has the answer; see `Retry-After`."}
 
 
-def _document_errors(view):
-    for status, description in _ERRORS.items():
-        view = blp.alt_response(status, description=description)(view)
-    return blp.doc(security=[{"bearer": []}])(view)
+def _lookup_response(schema, *, description: str):
+    """Document a lookup's answer, as canonical JSON (listed first: the docs UI asks for it
+    by default) or a FHIR R4 Bundle, and the errors every lookup can answer."""
+
+    def document(view):
+        view = blp.alt_response(200, schema=FHIR_BUNDLE_SCHEMA, content_type=fhir.FHIR_JSON,
+                                description=description, success=True)(view)
+        for status, error in _ERRORS.items():
+            view = blp.alt_response(status, description=error)(view)
+        return blp.response(200, schema, description=description)(view)
+
+    return document
 
 
 @blp.errorhandler(PolicyMissing)
@@ -82,10 +88,11 @@ def _next_url(endpoint: str, next_cursor: str | None) -> str | None:
 
 
 @blp.get("/administrations")
+@blp.audits("administrations")
+@requires_scopes("administrations:read")
 @blp.arguments(AdministrationQuerySchema, location="query")
-@blp.response(200, AdministrationPageSchema, description="A page of administrations. With "
-              "`Accept: application/fhir+json`, a FHIR R4 Bundle of MedicationAdministration.")
-@_document_errors
+@_lookup_response(AdministrationPageSchema, description="A page of administrations. With "
+                  "`Accept: application/fhir+json`, a FHIR R4 Bundle of MedicationAdministration.")
 def list_administrations(query: dict):
     """Dose administrations from the tenant's administration system (eMAR).
 
@@ -93,7 +100,6 @@ def list_administrations(query: dict):
     appear only as tenant-scoped pseudonyms with a birth year (or `90+`); names, MRNs, dates of
     birth and notes never leave the hub.
     """
-    g.audit_resource_type = "administrations"
     answer = service.list_administrations(
         hub=resources(), principal=current_principal(), unit=query.get("unit"),
         ndc11=query.get("medication"), since=query.get("since"), until=query.get("until"),
@@ -106,16 +112,18 @@ def list_administrations(query: dict):
     return _answer(answer, answer.payload)
 
 
-@blp.get("/containers/<string:container_id>/origin")
-@blp.response(200, ContainerOriginOutSchema, description="The container and its movement "
-              "chain. With `Accept: application/fhir+json`, a FHIR R4 Bundle (Medication and "
-              "one SupplyDelivery per movement).")
+@blp.get("/containers/<string:container_id>/origin", parameters=[{
+    "in": "path", "name": "container_id", "description": "The inventory system's container id.",
+    "example": "NGH-C00000001"}])
+@blp.audits("container_origin")
+@requires_scopes("inventory:read")
+@_lookup_response(ContainerOriginOutSchema, description="The container and its movement "
+                  "chain. With `Accept: application/fhir+json`, a FHIR R4 Bundle (Medication "
+                  "and one SupplyDelivery per movement).")
 @blp.alt_response(404, description="The inventory system has no such container.")
-@_document_errors
 def container_origin(container_id: str):
     """Where a container came from: medication, lot, expiry and its movements (pharmacy →
     cabinet → unit), with locations in canonical codes and times in UTC."""
-    g.audit_resource_type = "container_origin"
     answer = service.container_origin(hub=resources(), principal=current_principal(),
                                       container_id=container_id)
     if _wants_fhir():
@@ -125,14 +133,14 @@ def container_origin(container_id: str):
 
 
 @blp.get("/inventory")
+@blp.audits("inventory")
+@requires_scopes("inventory:read")
 @blp.arguments(InventoryQuerySchema, location="query")
-@blp.response(200, InventoryPageSchema, description="A page of containers on hand. With "
-              "`Accept: application/fhir+json`, a FHIR R4 Bundle of Medication.")
-@_document_errors
+@_lookup_response(InventoryPageSchema, description="A page of containers on hand. With "
+                  "`Accept: application/fhir+json`, a FHIR R4 Bundle of Medication.")
 def inventory_on_hand(query: dict):
     """Containers on hand (stocked in a cabinet or dispensed to a unit), by unit and/or
     medication, from the tenant's inventory system."""
-    g.audit_resource_type = "inventory"
     answer = service.inventory_on_hand(
         hub=resources(), principal=current_principal(), unit=query.get("unit"),
         ndc11=query.get("medication"), cursor=query.get("cursor"),
