@@ -1,0 +1,223 @@
+"""The served OpenAPI document tells the truth: it is valid OpenAPI 3, names every operation and
+the scope it needs, describes errors as they are sent (problem+json), its examples find data in
+the demo world, and a schemathesis run over every operation finds no server error and no answer
+that differs from the document."""
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from openapi_spec_validator import validate
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from app.auth.service import KNOWN_SCOPES
+from app.problems import PROBLEM_CONTENT_TYPE
+
+pytestmark = pytest.mark.usefixtures("clean_lookup_state")
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+PUBLIC_OPERATIONS = {"oauth.issue_token", "health.healthz", "health.readyz"}
+# The token endpoint's 400 and 401 are RFC 6749 error objects, not problems.
+OAUTH_ERRORS = {("oauth.issue_token", "400"), ("oauth.issue_token", "401")}
+# Which demo client of a tenant holds a scope: each system's client reads the other system.
+CLIENT_FOR_SCOPE = {"administrations:read": "inventory", "inventory:read": "emar"}
+
+
+def _client(tenant: str, scope: str | None) -> str:
+    return f"{tenant}-{CLIENT_FOR_SCOPE.get(scope, 'operator')}"
+
+
+def _operations(document: dict):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters":
+                yield path, method, operation
+
+
+@pytest.fixture(scope="module")
+def document(hub_app) -> dict:
+    return hub_app.test_client().get("/openapi.json").json
+
+
+def test_the_served_document_is_valid_openapi(document):
+    validate(document)
+
+    assert document["openapi"].startswith("3.")
+
+
+def test_every_operation_has_a_unique_operation_id_and_every_v1_one_a_scope(document):
+    ids = [operation["operationId"] for _path, _method, operation in _operations(document)]
+
+    assert len(ids) == len(set(ids)) >= 17
+    for path, method, operation in _operations(document):
+        if operation["operationId"] in PUBLIC_OPERATIONS:
+            assert "security" not in operation, (method, path)
+            continue
+        [requirement] = operation["security"]
+        assert list(requirement) == ["oauth2"], (method, path)
+        [scope] = requirement["oauth2"]
+        assert scope in KNOWN_SCOPES, (method, path)
+
+
+def test_the_operation_id_is_the_operation_the_audit_trail_names(document):
+    operation = document["paths"]["/v1/administrations"]["get"]
+
+    assert operation["operationId"] == "lookups.list_administrations"
+
+
+def test_the_security_scheme_is_oauth2_client_credentials_with_every_scope(document):
+    scheme = document["components"]["securitySchemes"]["oauth2"]
+
+    assert scheme["type"] == "oauth2"
+    flow = scheme["flows"]["clientCredentials"]
+    assert flow["tokenUrl"] == "/v1/oauth/token"
+    assert set(flow["scopes"]) == KNOWN_SCOPES
+    assert list(document["components"]["securitySchemes"]) == ["oauth2"]
+
+
+def test_every_error_response_is_problem_json(document):
+    problem = document["components"]["schemas"]["Problem"]
+    assert {"type", "title", "status", "detail", "errors", "request_id"} <= set(
+        problem["properties"])
+
+    for path, method, operation in _operations(document):
+        responses = operation["responses"]
+        assert "default" not in responses, (method, path)
+        for status, response in responses.items():
+            if int(status) < 400 or (operation["operationId"], status) in OAUTH_ERRORS:
+                continue
+            assert list(response["content"]) == [PROBLEM_CONTENT_TYPE], (method, path, status)
+            assert response["content"][PROBLEM_CONTENT_TYPE]["schema"] == {
+                "$ref": "#/components/schemas/Problem"}
+
+
+def test_each_operation_lists_the_errors_it_can_answer(document):
+    for path, method, operation in _operations(document):
+        statuses = set(operation["responses"])
+        if "security" in operation:
+            assert {"401", "403", "422", "429"} <= statuses, (method, path)
+        if "requestBody" in operation:
+            assert {"413", "422"} <= statuses, (method, path)
+    paths = document["paths"]
+    assert {"409", "400"} <= set(paths["/v1/jobs"]["post"]["responses"])
+    assert "404" in paths["/v1/jobs/{job_id}"]["get"]["responses"]
+    for path in ("/v1/administrations", "/v1/inventory", "/v1/containers/{container_id}/origin"):
+        assert {"502", "503"} <= set(paths[path]["get"]["responses"])
+    assert "503" in paths["/readyz"]["get"]["responses"]
+
+
+def test_lookups_declare_their_fhir_answers(document):
+    for path in ("/v1/administrations", "/v1/inventory", "/v1/containers/{container_id}/origin"):
+        content = document["paths"][path]["get"]["responses"]["200"]["content"]
+        # Canonical JSON first: the docs UI asks for the first type by default.
+        assert list(content) == ["application/json", "application/fhir+json"]
+        assert content["application/fhir+json"]["schema"] == {
+            "$ref": "#/components/schemas/FhirBundle"}
+
+
+def test_the_docs_ui_authorize_request_obtains_a_token(api, document, demo_tenants):
+    # What Swagger UI's clientCredentials flow sends: the client as HTTP Basic, the ticked
+    # scopes (none) in the form.
+    token_url = document["components"]["securitySchemes"]["oauth2"]["flows"][
+        "clientCredentials"]["tokenUrl"]
+    credential = demo_tenants["north-general-operator"]
+    basic = base64.b64encode(
+        f"{credential.client_id}:{credential.client_secret}".encode()).decode()
+
+    response = api.post(token_url, data={"grant_type": "client_credentials", "scope": ""},
+                        headers={"Authorization": f"Basic {basic}"})
+
+    assert response.status_code == 200, response.json
+    assert set(response.json["scope"].split()) == set(credential.scopes.split())
+    docs = api.get("/docs").get_data(as_text=True)
+    assert "initOAuth" not in docs  # nothing (no client, no scope) is prefilled
+
+
+def test_the_token_endpoint_prefills_no_scope(document):
+    form = document["paths"]["/v1/oauth/token"]["post"]["requestBody"]["content"][
+        "application/x-www-form-urlencoded"]["schema"]
+    properties = (document["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]
+                  ["properties"] if "$ref" in form else form["properties"])
+
+    assert "example" not in properties["scope"]
+
+
+def _example_query(operation: dict) -> dict:
+    return {parameter["name"]: parameter["schema"].get("example", parameter.get("example"))
+            for parameter in operation.get("parameters", [])
+            if parameter["in"] == "query" and (parameter["schema"].get("example")
+                                                or parameter.get("example"))}
+
+
+@pytest.mark.parametrize("path", ["/v1/administrations", "/v1/inventory"])
+def test_the_documented_examples_find_demo_data(api, tokens, document, path):
+    operation = document["paths"][path]["get"]
+    [scope] = operation["security"][0]["oauth2"]
+    query = _example_query(operation)
+    assert {"unit", "medication"} <= set(query)
+
+    response = api.get(path, query_string=query,
+                       headers=tokens.headers(_client("north-general", scope)))
+
+    assert response.status_code == 200, response.json
+    assert response.json["items"], query
+
+
+def test_the_documented_container_example_exists(api, tokens, document):
+    item = document["paths"]["/v1/containers/{container_id}/origin"]
+    [parameter] = [p for p in item["parameters"] if p["name"] == "container_id"]
+
+    response = api.get(f"/v1/containers/{parameter['example']}/origin",
+                       headers=tokens.headers(_client("north-general", "inventory:read")))
+
+    assert response.status_code == 200
+    assert response.json["movements"]
+
+
+def test_the_readme_medication_example_returns_rows(api, tokens):
+    [url] = re.findall(r'"http://127\.0\.0\.1:8000(/v1/administrations\?[^"]*medication=[^"]*)"',
+                       README.read_text(encoding="utf-8"))
+
+    response = api.get(url, headers=tokens.headers("north-general-inventory"))
+
+    assert response.status_code == 200, response.json
+    assert response.json["items"]
+
+
+@pytest.fixture(scope="module")
+def hub_schema(hub_app, demo_tenants):
+    return schemathesis.openapi.from_wsgi("/openapi.json", hub_app)
+
+
+schema = schemathesis.pytest.from_fixture("hub_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+def test_every_operation_answers_as_documented(case, tokens):
+    # River Valley's clients: the fuzzed jobs and syncs land on a tenant other tests look at
+    # less than North General.
+    security = case.operation.definition.raw.get("security")
+    headers = {}
+    if security:
+        [scope] = security[0]["oauth2"]
+        headers = tokens.headers(_client("river-valley", scope))
+
+    response = case.call(headers=headers)
+
+    documented = {str(status) for status in case.operation.definition.raw["responses"]}
+    assert response.status_code < 500 or (
+        response.status_code in (502, 503) and str(response.status_code) in documented), (
+        f"{case.method} {case.formatted_path} -> {response.status_code}: "
+        f"{response.text[:300]}")
+    case.validate_response(response, checks=[status_code_conformance, content_type_conformance,
+                                             response_schema_conformance])
