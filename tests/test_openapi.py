@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate
+from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -26,6 +28,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 PUBLIC_OPERATIONS = {"oauth.issue_token", "health.healthz", "health.readyz"}
 # The token endpoint's 400 and 401 are RFC 6749 error objects, not problems.
 OAUTH_ERRORS = {("oauth.issue_token", "400"), ("oauth.issue_token", "401")}
+# Generated requests per operation and generation mode (valid, then invalid input): enough to
+# reach every parameter, few enough for the whole run to take well under a minute.
+EXAMPLES_PER_MODE = 10
 # Which demo client of a tenant holds a scope: each system's client reads the other system.
 CLIENT_FOR_SCOPE = {"administrations:read": "inventory", "inventory:read": "emar"}
 
@@ -181,6 +186,21 @@ def test_the_documented_container_example_exists(api, tokens, document):
     assert response.json["movements"]
 
 
+def test_the_documented_job_example_is_accepted(api, tokens, document):
+    request_body = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]
+    properties = document["components"]["schemas"][request_body["$ref"].rsplit("/", 1)[1]][
+        "properties"]
+    body = {name: field["example"] for name, field in properties.items()}
+    [header] = [p for p in document["paths"]["/v1/jobs"]["post"]["parameters"]
+                if p["name"] == "Idempotency-Key"]
+
+    response = api.post("/v1/jobs", json=body, headers=tokens.headers(
+        "lakeside-clinic-operator", **{"Idempotency-Key": header["schema"]["example"]}))
+
+    assert response.status_code in (200, 202), response.json
+
+
 def test_the_readme_medication_example_returns_rows(api, tokens):
     [url] = re.findall(r'"http://127\.0\.0\.1:8000(/v1/administrations\?[^"]*medication=[^"]*)"',
                        README.read_text(encoding="utf-8"))
@@ -191,33 +211,61 @@ def test_the_readme_medication_example_returns_rows(api, tokens):
     assert response.json["items"]
 
 
-@pytest.fixture(scope="module")
-def hub_schema(hub_app, demo_tenants):
-    return schemathesis.openapi.from_wsgi("/openapi.json", hub_app)
+def _takes_query_or_json(operation: dict) -> bool:
+    """Whether invalid input can be sent: a query parameter or a JSON body (an invalid path
+    or form cannot be encoded, and hypothesis would search for one in vain)."""
+    return (any(parameter["in"] == "query" for parameter in operation.get("parameters", []))
+            or "application/json" in operation.get("requestBody", {}).get("content", {}))
 
 
-schema = schemathesis.pytest.from_fixture("hub_schema")
+def _fuzz_operation(operation, mode: GenerationMode, headers: dict, found: dict) -> None:
+    """Send ``EXAMPLES_PER_MODE`` generated requests to one operation; record each kind of
+    failure once (operation, status, what went wrong, the request)."""
+
+    @settings(max_examples=EXAMPLES_PER_MODE, deadline=None, derandomize=True, database=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case):
+        response = case.call(headers=headers)
+        status = response.status_code
+        documented = set(case.operation.definition.raw["responses"])
+        request = (f"{case.method} {case.formatted_path} query={case.query!r} "
+                   f"body={str(case.body)[:200]!r}")
+        if status >= 500 and not (status in (502, 503) and str(status) in documented):
+            found.setdefault((operation.label, status, "server error"),
+                             f"{request} -> {response.text[:200]}")
+            return
+        try:
+            case.validate_response(response, checks=[
+                status_code_conformance, content_type_conformance, response_schema_conformance])
+        except Exception as failure:  # schemathesis' FailureGroup: one entry per check
+            found.setdefault((operation.label, status, type(failure).__name__),
+                             f"{request} -> {str(failure)[:400]}")
+
+    try:
+        run()
+    except Unsatisfiable:
+        assert mode is GenerationMode.NEGATIVE, operation.label
 
 
-@schema.parametrize()
-@settings(max_examples=12, deadline=None, derandomize=True, database=None,
-          phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=list(HealthCheck))
-def test_every_operation_answers_as_documented(case, tokens):
+def test_every_operation_answers_as_documented(hub_app, tokens, demo_tenants):
     # River Valley's clients: the fuzzed jobs and syncs land on a tenant other tests look at
     # less than North General.
-    security = case.operation.definition.raw.get("security")
-    headers = {}
-    if security:
-        [scope] = security[0]["oauth2"]
-        headers = tokens.headers(_client("river-valley", scope))
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", hub_app)
+    found: dict = {}
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations += 1
+        security = operation.definition.raw.get("security")
+        headers = {}
+        if security:
+            [scope] = security[0]["oauth2"]
+            headers = tokens.headers(_client("river-valley", scope))
+        _fuzz_operation(operation, GenerationMode.POSITIVE, headers, found)
+        if _takes_query_or_json(operation.definition.raw):
+            _fuzz_operation(operation, GenerationMode.NEGATIVE, headers, found)
 
-    response = case.call(headers=headers)
-
-    documented = {str(status) for status in case.operation.definition.raw["responses"]}
-    assert response.status_code < 500 or (
-        response.status_code in (502, 503) and str(response.status_code) in documented), (
-        f"{case.method} {case.formatted_path} -> {response.status_code}: "
-        f"{response.text[:300]}")
-    case.validate_response(response, checks=[status_code_conformance, content_type_conformance,
-                                             response_schema_conformance])
+    assert operations >= 17
+    assert not found, "\n".join(f"{key}: {request}" for key, request in sorted(
+        found.items(), key=str))
