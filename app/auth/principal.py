@@ -106,9 +106,11 @@ def init_scope_check(app: Flask) -> None:
         if not request.path.startswith("/v1/") or request.path in PUBLIC_PATHS:
             return None
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
-        if view is None or g.get("principal") is None:
-            # No such route (the 404/405 follows), or no principal (already answered 401).
-            return None
+        if view is None:
+            return None  # no such route: the 404 or 405 follows
+        if g.get("principal") is None:
+            # The bearer check answers first; should it ever not have, no view runs unknown.
+            return _unauthorized("A bearer token is required.")
         needed = getattr(view, "required_scopes", None)
         if not needed:
             return problem_response(403, problem_type="insufficient-scope",
