@@ -112,6 +112,10 @@ class HubBlueprint(Blueprint):
         return declare
 
 
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
+                               "schema": {"type": "integer", "minimum": 1}}}
+
+
 def _problem_content() -> dict:
     return {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA}"}}}
 
@@ -147,6 +151,8 @@ class ApiContractPlugin(BasePlugin):
             for status, description in generic.items():
                 if status not in documented:
                     responses[status] = {"description": description}
+            if 429 in generic:
+                responses[429] = {**responses[429], "headers": RETRY_AFTER}
             for status in list(responses):
                 if int(status) >= 400:
                     responses[status] = self._as_problem(int(status), responses[status])

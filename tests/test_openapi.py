@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -116,6 +117,18 @@ def test_each_operation_lists_the_errors_it_can_answer(document):
     for path in ("/v1/administrations", "/v1/inventory", "/v1/containers/{container_id}/origin"):
         assert {"502", "503"} <= set(paths[path]["get"]["responses"])
     assert "503" in paths["/readyz"]["get"]["responses"]
+
+
+def test_answers_document_the_headers_clients_rely_on(document):
+    paths = document["paths"]
+    for path in ("/v1/administrations", "/v1/inventory", "/v1/containers/{container_id}/origin"):
+        responses = paths[path]["get"]["responses"]
+        assert responses["200"]["headers"]["X-Cache"]["required"] is True
+        assert "Retry-After" in responses["503"]["headers"]
+    assert "Location" in paths["/v1/jobs"]["post"]["responses"]["202"]["headers"]
+    for path, method, operation in _operations(document):
+        if "429" in operation["responses"]:
+            assert "Retry-After" in operation["responses"]["429"]["headers"], (method, path)
 
 
 def test_lookups_declare_their_fhir_answers(document):
@@ -237,7 +250,8 @@ def _fuzz_operation(operation, mode: GenerationMode, headers: dict, found: dict)
             return
         try:
             case.validate_response(response, checks=[
-                status_code_conformance, content_type_conformance, response_schema_conformance])
+                status_code_conformance, content_type_conformance, response_schema_conformance,
+                response_headers_conformance])
         except Exception as failure:  # schemathesis' FailureGroup: one entry per check
             found.setdefault((operation.label, status, type(failure).__name__),
                              f"{request} -> {str(failure)[:400]}")

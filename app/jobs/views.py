@@ -51,7 +51,9 @@ def _decode(cursor: str) -> tuple[datetime, str]:
 @blp.arguments(IdempotencyHeaderSchema, location="headers")
 @blp.arguments(JobRequestSchema)
 @blp.response(202, JobSchema, description="Accepted: poll `status_url`. The same "
-              "Idempotency-Key with the same body answers the same job (200).")
+              "Idempotency-Key with the same body answers the same job (200).",
+              headers={"Location": {"description": "The job's status URL.", "required": True,
+                                    "schema": {"type": "string", "format": "uri-reference"}}})
 @blp.alt_response(200, schema=JobSchema, description="The job this Idempotency-Key made.")
 @blp.alt_response(409, description="The Idempotency-Key was used with a different body.")
 @blp.alt_response(422, description="Invalid type or params (window over 31 days, unknown "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
 
-from app.api import FHIR_BUNDLE_SCHEMA, HubBlueprint
+from app.api import FHIR_BUNDLE_SCHEMA, RETRY_AFTER, HubBlueprint
 from app.auth.principal import current_principal, requires_scopes
 from app.canonical.times import format_utc
 from app.extensions import resources
@@ -33,6 +33,13 @@ _ERRORS = {403: "Scope or entitlement missing (checked before any downstream cal
            502: "The hospital system answered something unusable.",
            503: "The hospital system is unavailable, and neither the cache nor the hub's "
                 "snapshot of it has the answer; see `Retry-After`."}
+_ANSWER_HEADERS = {
+    "X-Cache": {"description": "HIT, MISS or STALE (from the hub's cache), or SNAPSHOT (from "
+                               "the hub's own copy of the system).", "required": True,
+                "schema": {"type": "string", "enum": ["HIT", "MISS", "STALE", "SNAPSHOT"]}},
+    "X-Hub-Synced-At": {"description": "With SNAPSHOT: when the snapshot was taken (UTC).",
+                        "schema": {"type": "string", "format": "date-time"}},
+}
 
 
 def _lookup_response(schema, *, description: str):
@@ -41,10 +48,13 @@ def _lookup_response(schema, *, description: str):
 
     def document(view):
         view = blp.alt_response(200, schema=FHIR_BUNDLE_SCHEMA, content_type=fhir.FHIR_JSON,
-                                description=description, success=True)(view)
+                                description=description, headers=_ANSWER_HEADERS,
+                                success=True)(view)
         for status, error in _ERRORS.items():
-            view = blp.alt_response(status, description=error)(view)
-        return blp.response(200, schema, description=description)(view)
+            view = blp.alt_response(status, description=error,
+                                    headers=RETRY_AFTER if status == 503 else None)(view)
+        return blp.response(200, schema, description=description,
+                            headers=_ANSWER_HEADERS)(view)
 
     return document
 
