@@ -199,7 +199,8 @@ def test_the_documented_container_example_exists(api, tokens, document):
     assert response.json["movements"]
 
 
-def test_the_documented_job_example_is_accepted(api, tokens, document):
+def _submit_documented_job(api, tokens, document: dict, tenant: str):
+    """Submit the job the document's examples describe, as ``tenant``'s operator."""
     request_body = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"][
         "application/json"]["schema"]
     properties = document["components"]["schemas"][request_body["$ref"].rsplit("/", 1)[1]][
@@ -207,9 +208,12 @@ def test_the_documented_job_example_is_accepted(api, tokens, document):
     body = {name: field["example"] for name, field in properties.items()}
     [header] = [p for p in document["paths"]["/v1/jobs"]["post"]["parameters"]
                 if p["name"] == "Idempotency-Key"]
+    return api.post("/v1/jobs", json=body, headers=tokens.headers(
+        f"{tenant}-operator", **{"Idempotency-Key": header["schema"]["example"]}))
 
-    response = api.post("/v1/jobs", json=body, headers=tokens.headers(
-        "lakeside-clinic-operator", **{"Idempotency-Key": header["schema"]["example"]}))
+
+def test_the_documented_job_example_is_accepted(api, tokens, document):
+    response = _submit_documented_job(api, tokens, document, "lakeside-clinic")
 
     assert response.status_code in (200, 202), response.json
 
@@ -242,8 +246,9 @@ def _fuzz_operation(operation, mode: GenerationMode, headers: dict, found: dict)
         response = case.call(headers=headers)
         status = response.status_code
         documented = set(case.operation.definition.raw["responses"])
-        request = (f"{case.method} {case.formatted_path} query={case.query!r} "
-                   f"body={str(case.body)[:200]!r}")
+        request = f"{case.method} {case.formatted_path} query={case.query!r}"
+        if case.media_type:
+            request += f" body={str(case.body)[:200]!r}"
         if status >= 500 and not (status in (502, 503) and str(status) in documented):
             found.setdefault((operation.label, status, "server error"),
                              f"{request} -> {response.text[:200]}")
@@ -252,9 +257,10 @@ def _fuzz_operation(operation, mode: GenerationMode, headers: dict, found: dict)
             case.validate_response(response, checks=[
                 status_code_conformance, content_type_conformance, response_schema_conformance,
                 response_headers_conformance])
-        except Exception as failure:  # schemathesis' FailureGroup: one entry per check
-            found.setdefault((operation.label, status, type(failure).__name__),
-                             f"{request} -> {str(failure)[:400]}")
+        except BaseExceptionGroup as failures:  # schemathesis' FailureGroup, one per check
+            for failure in failures.exceptions:
+                found.setdefault((operation.label, status, type(failure).__name__),
+                                 f"{request} -> {str(failure)[:300]}")
 
     try:
         run()
@@ -262,9 +268,11 @@ def _fuzz_operation(operation, mode: GenerationMode, headers: dict, found: dict)
         assert mode is GenerationMode.NEGATIVE, operation.label
 
 
-def test_every_operation_answers_as_documented(hub_app, tokens, demo_tenants):
+def test_every_operation_answers_as_documented(api, hub_app, tokens, document):
     # River Valley's clients: the fuzzed jobs and syncs land on a tenant other tests look at
-    # less than North General.
+    # less than North General. It has a job, so that job listings are checked with one in them.
+    assert _submit_documented_job(api, tokens, document, "river-valley").status_code in (200,
+                                                                                         202)
     schema = schemathesis.openapi.from_wsgi("/openapi.json", hub_app)
     found: dict = {}
     operations = 0
