@@ -6,7 +6,7 @@ from flask import Flask
 
 from app.api import OPENAPI_CONFIG, HubApi, register_docs_assets
 from app.audit.hooks import init_audit
-from app.auth.principal import init_bearer_auth
+from app.auth.principal import init_bearer_auth, init_scope_check
 from app.edge.headers import init_response_headers
 from app.edge.limits import init_request_limits
 from app.edge.origin import PublicOrigin
@@ -38,6 +38,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_http_edge(app, settings)
     init_bearer_auth(app)
     configure_api(app, settings)
+    # After the rate limits (a refused request still counts against the client's budget) and
+    # before any view parses its arguments.
+    init_scope_check(app)
     configure_teardown(app)
     configure_cli(app)
     return app
@@ -60,9 +63,6 @@ def configure_api(app: Flask, settings: Settings) -> None:
     from app.syncs.views import blp as syncs_blueprint
 
     api = HubApi(app)
-    api.spec.components.security_scheme(
-        "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                   "description": "Token from POST /v1/oauth/token."})
     # Rate limits are checked after the bearer token, so they count per client.
     init_rate_limits(app, settings, client_blueprints=[lookups_blueprint, audit_blueprint, jobs_blueprint,
                                                          syncs_blueprint],

@@ -204,7 +204,7 @@ def test_the_endpoint_is_documented_with_its_scope_and_parameters(api):
     spec = api.get("/openapi.json").json
     operation = spec["paths"]["/v1/audit-events"]["get"]
 
-    assert operation["security"] == [{"bearer": []}]
+    assert operation["security"] == [{"oauth2": ["audit:read"]}]
     assert {"since", "until", "operation", "outcome", "resource_type", "client_id",
             "request_id", "cursor", "page_size"} <= {p["name"] for p in operation["parameters"]}
     assert {"200", "401", "403", "422"} <= set(operation["responses"])

@@ -84,7 +84,8 @@ def test_openapi_documents_every_v1_endpoint_with_examples_and_errors(api):
     for path in ("/v1/administrations", "/v1/inventory", "/v1/containers/{container_id}/origin"):
         operation = paths[path]["get"]
         assert {"401", "403", "503"} <= set(operation["responses"])
-        assert operation["security"] == [{"bearer": []}]
+        assert operation["security"] == [{"oauth2": [
+            "administrations:read" if path == "/v1/administrations" else "inventory:read"]}]
     parameters = {p["name"]: p for p in paths["/v1/administrations"]["get"]["parameters"]}
     assert parameters["medication"]["schema"].get("example")
-    assert "bearer" in document["components"]["securitySchemes"]
+    assert "oauth2" in document["components"]["securitySchemes"]

@@ -1,7 +1,10 @@
 """Flask hooks that audit every ``/v1`` request, whatever its answer (401s, 429s and 500s too).
 
-Views say what they touched by setting ``g.audit_resource_type`` and ``g.audit_target_system``;
-everything else comes from the principal, the matched endpoint and the response status.
+The resource type is declared once per blueprint (``HubBlueprint(audit_resource_type=...)``), or
+per view where a blueprint serves several (``@blp.audits(...)``), and read from the matched
+endpoint, so a request refused before its view runs (403, 422, 429) names it too. Views that
+called a system set ``g.audit_target_system``; everything else comes from the principal, the
+matched endpoint and the response status.
 """
 
 from __future__ import annotations
@@ -26,6 +29,21 @@ def _audited() -> bool:
     return request.path == AUDITED_PREFIX or request.path.startswith(AUDITED_PREFIX + "/")
 
 
+def _resource_type() -> str | None:
+    """The resource type the matched view (or else its blueprint) declares; a view may still
+    set ``g.audit_resource_type`` when it knows better."""
+    if g.get("audit_resource_type"):
+        return g.audit_resource_type
+    if not request.endpoint:
+        return None
+    declared = getattr(current_app.view_functions.get(request.endpoint), "audit_resource_type",
+                       None)
+    if declared is None and request.blueprint:
+        declared = getattr(current_app.blueprints.get(request.blueprint), "audit_resource_type",
+                           None)
+    return declared
+
+
 def _record_for(response: Response) -> AuditRecord:
     principal = g.get("principal")
     started = g.get("audit_started")
@@ -35,7 +53,7 @@ def _record_for(response: Response) -> AuditRecord:
         tenant_id=principal.tenant_id if principal else None,
         client_id=principal.client_id if principal else None,
         operation=request.endpoint or UNMATCHED_OPERATION,
-        resource_type=g.get("audit_resource_type"),
+        resource_type=_resource_type(),
         target_system=g.get("audit_target_system"),
         outcome=outcome_for(response.status_code),
         status_code=response.status_code,

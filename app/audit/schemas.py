@@ -25,22 +25,18 @@ _CLIENT_OR_REQUEST_ID = validate.Regexp(r"^[A-Za-z0-9._:-]{1,64}$", re.ASCII,
 
 
 class AuditEventQuerySchema(StrictSchema):
-    since = UtcDateTimeField(metadata={"description": "Occurred at or after (with UTC offset).",
-                                       "example": "2026-11-24T00:00:00Z"})
-    until = UtcDateTimeField(metadata={"description": "Occurred before (with UTC offset).",
-                                       "example": "2026-11-25T00:00:00+01:00"})
+    # No examples on the filters: the docs UI prefills them, and any fixed value (a date, a
+    # request id) would narrow the trail to an empty page.
+    since = UtcDateTimeField(metadata={"description": "Occurred at or after (with UTC offset)."})
+    until = UtcDateTimeField(metadata={"description": "Occurred before (with UTC offset)."})
     operation = fields.String(validate=_OPERATION, metadata={
-        "description": "The API operation (blueprint.view).",
-        "example": "lookups.list_administrations"})
+        "description": "The API operation: its operationId (`lookups.list_administrations`)."})
     outcome = fields.String(validate=validate.OneOf(OUTCOMES), metadata={
         "description": "success (2xx/3xx), denied (401/403), rejected (other 4xx, including 429) "
-                       "or error (5xx).", "example": "denied"})
-    resource_type = fields.String(validate=_RESOURCE_TYPE,
-                                  metadata={"example": "administrations"})
-    client_id = fields.String(validate=_CLIENT_OR_REQUEST_ID,
-                              metadata={"example": "north-general-emar"})
-    request_id = fields.String(validate=_CLIENT_OR_REQUEST_ID,
-                               metadata={"example": "4f1c2b7e9a0d4e5f8a6b3c2d1e0f9a8b"})
+                       "or error (5xx)."})
+    resource_type = fields.String(validate=_RESOURCE_TYPE)
+    client_id = fields.String(validate=_CLIENT_OR_REQUEST_ID)
+    request_id = fields.String(validate=_CLIENT_OR_REQUEST_ID)
     cursor = CursorField()
     page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE,
                                validate=validate.Range(min=1, max=MAX_PAGE_SIZE),

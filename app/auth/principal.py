@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import wraps
 
 from flask import Flask, current_app, g, request
 from sqlalchemy.exc import DBAPIError
@@ -89,21 +88,49 @@ def init_bearer_auth(app: Flask) -> None:
 
 
 def requires_scopes(*scopes: str):
-    """Answer 403 ``insufficient_scope`` unless the caller's token carries every scope."""
+    """Declare the scopes a view needs; ``init_scope_check`` enforces them before the view's
+    arguments are parsed, and the OpenAPI document lists them as its security requirement."""
 
-    def decorator(view):
-        @wraps(view)
-        def wrapper(*args, **kwargs):
-            missing = missing_scopes(current_principal().scopes, scopes)
-            if missing:
-                return problem_response(
-                    403, problem_type="insufficient-scope",
-                    detail=f"This operation needs the scope {' '.join(sorted(missing))}.",
-                    headers={"WWW-Authenticate": f'Bearer realm="{REALM}", '
-                                                 f'error="insufficient_scope", '
-                                                 f'scope="{" ".join(scopes)}"'})
-            return view(*args, **kwargs)
+    def declare(view):
+        view.required_scopes = frozenset(scopes)
+        return view
 
-        return wrapper
+    return declare
 
-    return decorator
+
+def _insufficient_scope(needed: frozenset[str], missing: set[str]):
+    return problem_response(
+        403, problem_type="insufficient-scope",
+        detail=f"This operation needs the scope {' '.join(sorted(missing))}.",
+        headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", '
+                                     f'scope="{" ".join(sorted(needed))}"'})
+
+
+def init_scope_check(app: Flask) -> None:
+    """Answer 403 ``insufficient_scope`` unless the token carries every scope the matched view
+    declares (``requires_scopes``).
+
+    It runs as a request hook, after the bearer check and the rate limits and before the view:
+    flask-smorest parses query and body inside the view call, so a client without the scope
+    is told 403, never 422 about a body it may not send. A ``/v1`` view that declares no scope
+    is refused (fail closed).
+    """
+
+    @app.before_request
+    def _authorize():
+        if not request.path.startswith("/v1/") or request.path in PUBLIC_PATHS:
+            return None
+        view = app.view_functions.get(request.endpoint) if request.endpoint else None
+        if view is None:
+            return None  # no such route: the 404 or 405 follows
+        if g.get("principal") is None:
+            # The bearer check answers first; should it ever not have, no view runs unknown.
+            return _unauthorized("A bearer token is required.")
+        needed = getattr(view, "required_scopes", None)
+        if not needed:
+            return problem_response(403, problem_type="insufficient-scope",
+                                    detail="This operation declares no scope.")
+        missing = missing_scopes(current_principal().scopes, needed)
+        if missing:
+            return _insufficient_scope(needed, missing)
+        return None

@@ -12,18 +12,18 @@ class TokenRequestSchema(Schema):
 
     grant_type = fields.String(metadata={"example": "client_credentials"})
     client_id = fields.String(metadata={"description": "Or use HTTP Basic authentication.",
-                                        "example": "north-general-emar"})
+                                        "example": "north-general-inventory"})
     client_secret = fields.String(metadata={"description": "Or use HTTP Basic authentication."})
+    # No example: a prefilled scope that the client filled in does not hold is invalid_scope.
     scope = fields.String(metadata={"description": "Space-separated; default: every scope "
-                                                   "granted to the client.",
-                                    "example": "inventory:read"})
+                                                   "granted to the client."})
 
 
 class TokenResponseSchema(Schema):
     access_token = fields.String(required=True)
     token_type = fields.String(required=True, metadata={"example": "Bearer"})
     expires_in = fields.Integer(required=True, metadata={"example": 900})
-    scope = fields.String(required=True, metadata={"example": "inventory:read"})
+    scope = fields.String(required=True, metadata={"example": "administrations:read"})
 
 
 class OAuthErrorSchema(Schema):

@@ -50,7 +50,7 @@ class JobParamsSchema(StrictSchema):
 
 class AdministrationCountsParamsSchema(JobParamsSchema):
     medication = NdcField(metadata={"description": "Only this medication (any NDC format).",
-                                    "example": "0409-4888-02"})
+                                    "example": "97031-6054-6"})
     group_by = fields.List(fields.String(validate=validate.OneOf(["unit", "medication", "hour"])),
                            load_default=lambda: ["unit", "medication"],
                            validate=validate.Length(min=1, max=3),
@@ -66,7 +66,7 @@ class JobRequestSchema(StrictSchema):
         metadata={"example": "administration_counts"})
     params = fields.Dict(required=True, metadata={"example": {
         "window": {"since": "2026-11-06T00:00:00Z", "until": "2026-11-20T00:00:00Z"},
-        "medication": "0409-4888-02", "group_by": ["unit", "medication"]}})
+        "medication": "97031-6054-6", "group_by": ["unit", "medication"]}})
 
 
 class IdempotencyHeaderSchema(Schema):

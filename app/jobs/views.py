@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import g, url_for
-from flask_smorest import Blueprint
+from flask import url_for
 
+from app.api import HubBlueprint
 from app.auth.principal import current_principal, requires_scopes
 from app.canonical.parameters import NoParametersSchema
 from app.extensions import resources
@@ -22,9 +22,9 @@ from app.jobs.schemas import (
 from app.observability.context import request_id_var
 from app.paging import CursorKind, decode_cursor, encode_cursor, invalid_cursor, text
 
-blp = Blueprint("jobs", __name__, url_prefix="/v1",
-                description="Asynchronous jobs over the tenant's hospital systems, and the "
-                            "dead letters of their failed units.")
+blp = HubBlueprint("jobs", __name__, url_prefix="/v1", audit_resource_type="jobs",
+                   description="Asynchronous jobs over the tenant's hospital systems, and the "
+                               "dead letters of their failed units.")
 
 
 def _shown(job) -> dict:
@@ -60,10 +60,13 @@ def _decode(cursor: str, query: dict) -> tuple[datetime, str]:
 
 
 @blp.post("/jobs")
+@requires_scopes("jobs:write")
 @blp.arguments(IdempotencyHeaderSchema, location="headers")
 @blp.arguments(JobRequestSchema)
 @blp.response(202, JobSchema, description="Accepted: poll `status_url`. The same "
-              "Idempotency-Key with the same body answers the same job (200).")
+              "Idempotency-Key with the same body answers the same job (200).",
+              headers={"Location": {"description": "The job's status URL.", "required": True,
+                                    "schema": {"type": "string", "format": "uri-reference"}}})
 @blp.alt_response(200, schema=JobSchema, description="The job this Idempotency-Key made.")
 @blp.alt_response(409, description="The Idempotency-Key was used with a different body.")
 @blp.alt_response(422, description="Invalid type or params (window over 31 days, unknown "
@@ -72,11 +75,8 @@ def _decode(cursor: str, query: dict) -> tuple[datetime, str]:
                   "every product the job reads.")
 @blp.alt_response(429, description="This client already has `HUB_MAX_ACTIVE_JOBS_PER_CLIENT` "
                   "jobs queued or running; `Retry-After` says when to try again.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("jobs:write")
 def submit_job(headers: dict, body: dict):
     """Submit a job (`administration_counts` or `dose_reconciliation`) over a time window."""
-    g.audit_resource_type = "jobs"
     principal = current_principal()
     hub = resources()
     submission = service.submit_and_dispatch(
@@ -89,28 +89,24 @@ def submit_job(headers: dict, body: dict):
 
 
 @blp.get("/jobs/<string:job_id>")
+@requires_scopes("jobs:read")
 @blp.response(200, JobSchema)
 @blp.alt_response(404, description="No such job for this tenant.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("jobs:read")
 @blp.arguments(NoParametersSchema, location="query")
 def get_job(_query: dict, job_id: str):
     """A job's status, progress (units done / total), timestamps, PHI-free error, and its
     de-identified result once succeeded."""
-    g.audit_resource_type = "jobs"
     job = service.get_job(db_session=resources().database.session,
                           tenant_id=current_principal().tenant_id, job_id=job_id)
     return _shown(job)
 
 
 @blp.get("/jobs")
+@requires_scopes("jobs:read")
 @blp.arguments(JobListQuerySchema, location="query")
 @blp.response(200, JobPageSchema)
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("jobs:read")
 def list_jobs(query: dict):
     """The tenant's jobs, newest first, by status and type."""
-    g.audit_resource_type = "jobs"
     jobs, more = service.list_jobs(
         db_session=resources().database.session, tenant_id=current_principal().tenant_id,
         status=query.get("status"), job_type=query.get("type"),
@@ -121,14 +117,12 @@ def list_jobs(query: dict):
 
 
 @blp.delete("/jobs/<string:job_id>")
+@requires_scopes("jobs:write")
 @blp.response(200, JobSchema, description="The cancelled job.")
 @blp.alt_response(404, description="No such job for this tenant.")
 @blp.alt_response(409, description="The job has already finished.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("jobs:write")
 def cancel_job(job_id: str):
     """Cancel a queued or running job: units not started are revoked."""
-    g.audit_resource_type = "jobs"
     session = resources().database.session
     job = service.get_job(db_session=session, tenant_id=current_principal().tenant_id,
                           job_id=job_id)
@@ -137,28 +131,26 @@ def cancel_job(job_id: str):
 
 
 @blp.get("/dead-letters")
-@blp.response(200, DeadLetterSchema(many=True))
-@blp.doc(security=[{"bearer": []}])
+@blp.audits("dead_letters")
 @requires_scopes("admin")
+@blp.response(200, DeadLetterSchema(many=True))
 @blp.arguments(NoParametersSchema, location="query")
 def list_dead_letters(_query: dict):
     """The tenant's open dead letters: units that exhausted their retries."""
-    g.audit_resource_type = "dead_letters"
     return service.list_dead_letters(db_session=resources().database.session,
                                      tenant_id=current_principal().tenant_id)
 
 
 @blp.post("/dead-letters/<string:dead_letter_id>/replay")
+@blp.audits("dead_letters")
+@requires_scopes("admin")
 @blp.response(202, DeadLetterSchema)
 @blp.alt_response(404, description="No such dead letter for this tenant.")
 @blp.alt_response(403, description="The tenant is no longer entitled to a product the job "
                   "reads, or the job's client was disabled.")
 @blp.alt_response(409, description="Already replayed, or its job was cancelled.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("admin")
 def replay_dead_letter(dead_letter_id: str):
     """Run the dead-lettered unit again; the job finishes once its last unit succeeds."""
-    g.audit_resource_type = "dead_letters"
     return service.replay_dead_letter(db_session=resources().database.session,
                                       tenant_id=current_principal().tenant_id,
                                       dead_letter_id=dead_letter_id)

@@ -24,11 +24,11 @@ class AdministrationQuerySchema(PageQuerySchema):
                                    "example": "ICU-3"})
     medication = NdcField(metadata={"description": "NDC in any common format: NDC-11, or dashed "
                                                    "4-4-2, 5-3-2, 5-4-1, 5-4-2.",
-                                    "example": "00409-4888-02"})
+                                    "example": "97031-6054-6"})
     since = UtcDateTimeField(metadata={"description": "Given at or after (with UTC offset).",
-                                       "example": "2026-11-18T00:00:00Z"})
+                                       "example": "2026-11-06T00:00:00Z"})
     until = UtcDateTimeField(metadata={"description": "Given before (with UTC offset).",
-                                       "example": "2026-11-19T00:00:00Z"})
+                                       "example": "2026-11-20T00:00:00Z"})
 
     @validates_schema
     def _window_in_order(self, data, **_kwargs):
@@ -38,7 +38,7 @@ class AdministrationQuerySchema(PageQuerySchema):
 
 class InventoryQuerySchema(PageQuerySchema):
     unit = UnitCodeField(metadata={"example": "ICU-3"})
-    medication = NdcField(metadata={"example": "0409-4888-02"})
+    medication = NdcField(metadata={"example": "97031-6054-6"})
 
 
 class ContainerPathSchema(StrictSchema):
@@ -48,9 +48,9 @@ class ContainerPathSchema(StrictSchema):
 
 
 class MedicationOutSchema(Schema):
-    ndc11 = fields.String(metadata={"example": "00409488802"})
-    name = fields.String(metadata={"example": "Morphine sulfate"})
-    strength = fields.String(allow_none=True, metadata={"example": "2 mg/mL"})
+    ndc11 = fields.String(metadata={"example": "97031605406"})
+    name = fields.String(metadata={"example": "Oxycodone"})
+    strength = fields.String(allow_none=True, metadata={"example": "5 mg tablet"})
 
 
 class AdministrationOutSchema(Schema):

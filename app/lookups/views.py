@@ -8,9 +8,9 @@ the hub's inventory snapshot, whose time ``X-Hub-Synced-At`` gives.
 from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
-from flask_smorest import Blueprint
 
-from app.auth.principal import current_principal
+from app.api import FHIR_BUNDLE_SCHEMA, RETRY_AFTER, HubBlueprint
+from app.auth.principal import current_principal, requires_scopes
 from app.canonical.parameters import NoParametersSchema
 from app.canonical.times import format_utc
 from app.extensions import resources
@@ -26,22 +26,38 @@ from app.lookups.schemas import (
 from app.phi.policy import PolicyMissing
 from app.problems import problem_response
 
-blp = Blueprint("lookups", __name__, url_prefix="/v1",
-                description="Synchronous lookups across the tenant's hospital systems.")
+# Each view declares its own resource type: one blueprint serves three.
+blp = HubBlueprint("lookups", __name__, url_prefix="/v1",
+                   description="Synchronous lookups across the tenant's hospital systems.")
 
-_ERRORS = {401: "Missing, expired or invalid bearer token.",
-           403: "Scope or entitlement missing (checked before any downstream call).",
-           422: "Invalid parameters; `errors` names each field.",
-           429: "Rate limit reached; see `Retry-After`.",
+_ERRORS = {403: "Scope or entitlement missing (checked before any downstream call).",
            502: "The hospital system answered something unusable.",
            503: "The hospital system is unavailable, and neither the cache nor the hub's "
                 "snapshot of it has the answer; see `Retry-After`."}
+_ANSWER_HEADERS = {
+    "X-Cache": {"description": "HIT, MISS or STALE (from the hub's cache), or SNAPSHOT (from "
+                               "the hub's own copy of the system).", "required": True,
+                "schema": {"type": "string", "enum": ["HIT", "MISS", "STALE", "SNAPSHOT"]}},
+    "X-Hub-Synced-At": {"description": "With SNAPSHOT: when the snapshot was taken (UTC).",
+                        "schema": {"type": "string", "format": "date-time"}},
+}
 
 
-def _document_errors(view):
-    for status, description in _ERRORS.items():
-        view = blp.alt_response(status, description=description)(view)
-    return blp.doc(security=[{"bearer": []}])(view)
+def _lookup_response(schema, *, description: str):
+    """Document a lookup's answer, as canonical JSON (listed first: the docs UI asks for it
+    by default) or a FHIR R4 Bundle, and the errors every lookup can answer."""
+
+    def document(view):
+        view = blp.alt_response(200, schema=FHIR_BUNDLE_SCHEMA, content_type=fhir.FHIR_JSON,
+                                description=description, headers=_ANSWER_HEADERS,
+                                success=True)(view)
+        for status, error in _ERRORS.items():
+            view = blp.alt_response(status, description=error,
+                                    headers=RETRY_AFTER if status == 503 else None)(view)
+        return blp.response(200, schema, description=description,
+                            headers=_ANSWER_HEADERS)(view)
+
+    return document
 
 
 @blp.errorhandler(PolicyMissing)
@@ -77,10 +93,11 @@ def _next_url(endpoint: str, next_cursor: str | None) -> str | None:
 
 
 @blp.get("/administrations")
+@blp.audits("administrations")
+@requires_scopes("administrations:read")
 @blp.arguments(AdministrationQuerySchema, location="query")
-@blp.response(200, AdministrationPageSchema, description="A page of administrations. With "
-              "`Accept: application/fhir+json`, a FHIR R4 Bundle of MedicationAdministration.")
-@_document_errors
+@_lookup_response(AdministrationPageSchema, description="A page of administrations. With "
+                  "`Accept: application/fhir+json`, a FHIR R4 Bundle of MedicationAdministration.")
 def list_administrations(query: dict):
     """Dose administrations from the tenant's administration system (eMAR).
 
@@ -88,7 +105,6 @@ def list_administrations(query: dict):
     appear only as tenant-scoped pseudonyms with a birth year (or `90+`); names, MRNs, dates of
     birth and notes never leave the hub.
     """
-    g.audit_resource_type = "administrations"
     answer = service.list_administrations(
         hub=resources(), principal=current_principal(), unit=query.get("unit"),
         ndc11=query.get("medication"), since=query.get("since"), until=query.get("until"),
@@ -103,18 +119,20 @@ def list_administrations(query: dict):
 
 # ``path``, not ``string``: an id with an encoded slash (%2F) reaches the id grammar (422)
 # instead of falling through the routing.
-@blp.get("/containers/<path:container_id>/origin")
+@blp.get("/containers/<path:container_id>/origin", parameters=[{
+    "in": "path", "name": "container_id", "description": "The inventory system's container id.",
+    "example": "NGH-C00000001"}])
+@blp.audits("container_origin")
+@requires_scopes("inventory:read")
 @blp.arguments(ContainerPathSchema, location="path")
 @blp.arguments(NoParametersSchema, location="query")
-@blp.response(200, ContainerOriginOutSchema, description="The container and its movement "
-              "chain. With `Accept: application/fhir+json`, a FHIR R4 Bundle (Medication and "
-              "one SupplyDelivery per movement).")
+@_lookup_response(ContainerOriginOutSchema, description="The container and its movement "
+                  "chain. With `Accept: application/fhir+json`, a FHIR R4 Bundle (Medication "
+                  "and one SupplyDelivery per movement).")
 @blp.alt_response(404, description="The inventory system has no such container.")
-@_document_errors
 def container_origin(_path: dict, _query: dict, container_id: str):
     """Where a container came from: medication, lot, expiry and its movements (pharmacy →
     cabinet → unit), with locations in canonical codes and times in UTC."""
-    g.audit_resource_type = "container_origin"
     answer = service.container_origin(hub=resources(), principal=current_principal(),
                                       container_id=container_id)
     if _wants_fhir():
@@ -124,14 +142,14 @@ def container_origin(_path: dict, _query: dict, container_id: str):
 
 
 @blp.get("/inventory")
+@blp.audits("inventory")
+@requires_scopes("inventory:read")
 @blp.arguments(InventoryQuerySchema, location="query")
-@blp.response(200, InventoryPageSchema, description="A page of containers on hand. With "
-              "`Accept: application/fhir+json`, a FHIR R4 Bundle of Medication.")
-@_document_errors
+@_lookup_response(InventoryPageSchema, description="A page of containers on hand. With "
+                  "`Accept: application/fhir+json`, a FHIR R4 Bundle of Medication.")
 def inventory_on_hand(query: dict):
     """Containers on hand (stocked in a cabinet or dispensed to a unit), by unit and/or
     medication, from the tenant's inventory system."""
-    g.audit_resource_type = "inventory"
     answer = service.inventory_on_hand(
         hub=resources(), principal=current_principal(), unit=query.get("unit"),
         ndc11=query.get("medication"), cursor=query.get("cursor"),

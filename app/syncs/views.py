@@ -3,58 +3,49 @@ operators change a tenant's schedule, switch a sync off, or run it now."""
 
 from __future__ import annotations
 
-from flask import g
-from flask_smorest import Blueprint
-
+from app.api import HubBlueprint
 from app.auth.principal import current_principal, requires_scopes
 from app.canonical.parameters import NoParametersSchema
 from app.extensions import resources
 from app.syncs import service
 from app.syncs.schemas import SyncChangeSchema, SyncListSchema, SyncSchema, SyncTriggeredSchema
 
-blp = Blueprint("syncs", __name__, url_prefix="/v1/admin",
-                description="Scheduled syncs (beat): the tenant's own and the hub-wide ones.")
+blp = HubBlueprint("syncs", __name__, url_prefix="/v1/admin", audit_resource_type="syncs",
+                   description="Scheduled syncs (beat): the tenant's own and the hub-wide ones.")
 
 
 @blp.get("/syncs")
-@blp.response(200, SyncListSchema)
-@blp.alt_response(403, description="Scope admin missing.")
-@blp.doc(security=[{"bearer": []}])
 @requires_scopes("admin")
+@blp.response(200, SyncListSchema)
 @blp.arguments(NoParametersSchema, location="query")
 def list_syncs(_query: dict):
     """Every sync of the caller's tenant, and the hub-wide ones, with their status."""
-    g.audit_resource_type = "syncs"
     return {"items": service.list_syncs(hub=resources(),
                                         tenant_id=current_principal().tenant_id)}
 
 
 @blp.get("/syncs/<sync_id>")
+@requires_scopes("admin")
 @blp.response(200, SyncSchema)
 @blp.alt_response(404, description="No such sync for this tenant.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("admin")
 @blp.arguments(NoParametersSchema, location="query")
 def get_sync(_query: dict, sync_id: str):
     """One sync, with its most recent runs."""
-    g.audit_resource_type = "syncs"
     return service.get_sync(hub=resources(), schedule_id=sync_id,
                             tenant_id=current_principal().tenant_id)
 
 
 @blp.patch("/syncs/<sync_id>")
+@requires_scopes("admin")
 @blp.arguments(SyncChangeSchema)
 @blp.response(200, SyncSchema)
 @blp.alt_response(403, description="A hub-wide sync (changed with the CLI), or scope admin "
                   "missing.")
 @blp.alt_response(404, description="No such sync for this tenant.")
 @blp.alt_response(422, description="Invalid schedule; `errors` says why.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("admin")
 def change_sync(body: dict, sync_id: str):
     """Change the schedule (`null`: back to the default) or switch the sync on or off. Beat
     follows within `HUB_BEAT_MAX_LOOP_INTERVAL` seconds."""
-    g.audit_resource_type = "syncs"
     principal = current_principal()
     changes = {key: body[key] for key in ("schedule", "enabled") if key in body}
     return service.update_sync(hub=resources(), schedule_id=sync_id, tenant_id=principal.tenant_id,
@@ -62,13 +53,11 @@ def change_sync(body: dict, sync_id: str):
 
 
 @blp.post("/syncs/<sync_id>/run")
+@requires_scopes("admin")
 @blp.response(202, SyncTriggeredSchema)
 @blp.alt_response(403, description="A hub-wide sync, or scope admin missing.")
 @blp.alt_response(404, description="No such sync for this tenant.")
-@blp.doc(security=[{"bearer": []}])
-@requires_scopes("admin")
 def run_sync(sync_id: str):
     """Run the sync now (skipped and counted if its previous run is still going)."""
-    g.audit_resource_type = "syncs"
     return service.trigger_sync(hub=resources(), schedule_id=sync_id,
                                 tenant_id=current_principal().tenant_id)
