@@ -30,7 +30,7 @@ def test_a_job_submitted_through_the_api_records_its_client(api, tokens, truth, 
         assert job.client_id == get_client(db_session=session, client_id=OPERATOR).id
 
 
-def test_the_nightly_sync_submits_through_the_same_flow_without_a_client(hub_app):
+def test_the_nightly_sync_submits_through_the_same_flow_without_a_client(hub_app, demo_tenants):
     from app.syncs.nightly import submit_previous_day_counts
     from app.tenants.service import get_tenant_by_slug
 
