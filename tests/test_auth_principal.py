@@ -123,3 +123,14 @@ def test_a_v1_view_that_declares_no_scope_is_refused(hub_app, tokens):
 
     assert client.get("/v1/forgotten", headers=headers).status_code == 403
     assert client.get("/v1/declared", headers=headers).status_code == 200
+
+
+def test_an_unentitled_tenant_with_the_scope_and_an_invalid_query_is_403_not_422(
+        api, tokens, demo_inventory):
+    # lakeside-clinic owns no inventory product; its eMAR client still holds inventory:read.
+    response = api.get("/v1/inventory?page_size=0&unit=%D9%A3&medication=none",
+                       headers=tokens.headers("lakeside-clinic-emar"))
+
+    assert response.status_code == 403, response.json
+    assert response.json["type"].endswith("/not-entitled")
+    assert demo_inventory.admin.requests_count()["total"] == 0

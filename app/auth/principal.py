@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.auth.tokens import InvalidToken, TokenClaims, verify_token
 from app.clients.service import client_state
-from app.entitlements.service import missing_scopes
+from app.entitlements.service import RESOURCES, authorize_read, missing_scopes
 from app.observability.context import tenant_var
 from app.problems import problem_response
 
@@ -133,4 +133,12 @@ def init_scope_check(app: Flask) -> None:
         missing = missing_scopes(current_principal().scopes, needed)
         if missing:
             return _insufficient_scope(needed, missing)
+        # A lookup's product is known from the route alone: the tenant's entitlement to it is
+        # checked here too, so an unentitled tenant hears 403 before its parameters are read.
+        resource_type = getattr(view, "audit_resource_type", None)
+        if resource_type in RESOURCES:
+            principal = current_principal()
+            authorize_read(db_session=current_app.extensions["hub"].database.session,
+                           tenant_id=principal.tenant_id, scopes=principal.scopes,
+                           resource_type=resource_type)
         return None
