@@ -83,7 +83,8 @@ def _apply_sync_schedules(**_kwargs) -> None:
 
     try:
         with flask_app().app_context():
-            changes = apply_schedules(hub=flask_app().extensions["hub"])
+            hub = flask_app().extensions["hub"]
+            changes = apply_schedules(db_session=hub.database.session, settings=hub.settings)
         logger.info("sync schedules applied", extra={"changes": changes})
     except Exception:  # noqa: BLE001
         logger.exception("sync schedules could not be applied at beat start")

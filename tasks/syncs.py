@@ -4,15 +4,15 @@ are in ``app.syncs.service``."""
 
 from __future__ import annotations
 
-from flask import current_app
-
+from app.extensions import resources
 from app.syncs.service import apply_schedules, run_sync
 from tasks.celery_app import celery_app
 
 
 def _run(task, schedule_id: str) -> dict:
-    return run_sync(hub=current_app.extensions["hub"], schedule_id=schedule_id,
-                    task_id=task.request.id)
+    hub = resources()
+    return run_sync(db_session=hub.database.session, redis_client=hub.redis,
+                    settings=hub.settings, schedule_id=schedule_id, task_id=task.request.id)
 
 
 @celery_app.task(name="hub.io.sync_inventory_snapshot", bind=True)
@@ -42,4 +42,5 @@ def purge_expired_data(self, schedule_id: str) -> dict:
 @celery_app.task(name="hub.maintenance.apply_sync_schedules")
 def apply_sync_schedules() -> dict:
     """Give new tenants their syncs and make beat's entries match the schedules table."""
-    return apply_schedules(hub=current_app.extensions["hub"])
+    hub = resources()
+    return apply_schedules(db_session=hub.database.session, settings=hub.settings)

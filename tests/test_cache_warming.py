@@ -23,9 +23,11 @@ TENANT = "north-general"
 def warm(hub) -> SyncRun:
     sync_id = service.sync_id_for(db_session=hub.database.session, kind="cache_warming",
                                   owner=TENANT)
-    service.update_sync(hub=hub, schedule_id=sync_id, tenant_id=None, actor="test", enabled=True,
+    service.update_sync(db_session=hub.database.session, settings=hub.settings,
+                        schedule_id=sync_id, tenant_id=None, actor="test", enabled=True,
                         schedule="86400")
-    outcome = service.run_sync(hub=hub, schedule_id=sync_id)
+    outcome = service.run_sync(db_session=hub.database.session, redis_client=hub.redis,
+                               settings=hub.settings, schedule_id=sync_id)
     return hub.database.session.get(SyncRun, uuid.UUID(outcome["run_id"]))
 
 
@@ -101,7 +103,8 @@ def test_warming_with_a_system_down_fails_visibly_and_keeps_the_cached_answers(
     assert run.outcome == "failed"
     assert run.error == "1 of 1 hot lookups could not be refreshed: their system is unavailable."
     assert cached_entries(hub) == before
-    view = service.get_sync(hub=hub, schedule_id=str(run.schedule_id), tenant_id=None)
+    view = service.get_sync(db_session=hub.database.session, settings=hub.settings,
+                            schedule_id=str(run.schedule_id), tenant_id=None)
     assert view["status"] == "failing" and view["consecutive_failures"] == 1
 
 

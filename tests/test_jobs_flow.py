@@ -37,7 +37,8 @@ def test_the_nightly_sync_submits_through_the_same_flow_without_a_client(hub_app
     hub = hub_app.extensions["hub"]
     with hub_app.app_context():
         tenant = get_tenant_by_slug(db_session=hub.database.session, slug="north-general")
-        report = submit_previous_day_counts(hub=hub, tenant=tenant)
+        report = submit_previous_day_counts(db_session=hub.database.session, redis_client=hub.redis,
+                                            settings=hub.settings, tenant=tenant)
         job = hub.database.session.get(Job, uuid.UUID(report["job_id"]))
 
         assert job.client_id is None and job.tenant_id == tenant.id

@@ -140,7 +140,8 @@ def test_the_retention_purge_sync_runs_on_a_worker_and_keeps_its_report(celery_w
     session.add(expired)
     session.commit()
 
-    task_id = service.trigger_sync(hub=hub, schedule_id=sync_id, tenant_id=None)["task_id"]
+    task_id = service.trigger_sync(db_session=hub.database.session,
+                                   schedule_id=sync_id, tenant_id=None)["task_id"]
 
     def the_run() -> SyncRun | None:
         with hub.database.new_session() as reader:
@@ -156,5 +157,6 @@ def test_the_retention_purge_sync_runs_on_a_worker_and_keeps_its_report(celery_w
     assert run.report["sync_runs"] >= 1 and run.error is None and run.duration_ms >= 0
     with hub.database.new_session() as reader:
         assert reader.get(SyncRun, expired.id) is None
-    view = service.get_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
+    view = service.get_sync(db_session=hub.database.session, settings=hub.settings,
+                            schedule_id=sync_id, tenant_id=None)
     assert view["last_run"]["id"] == str(run.id) and view["last_run"]["report"] == run.report

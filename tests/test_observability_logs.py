@@ -140,9 +140,11 @@ def test_a_sync_runs_log_lines_name_its_tenant(celery_worker, hub, quiet_schedul
 
     schedule_id = service.sync_id_for(db_session=hub.database.session,
                                       kind="inventory_snapshot", owner="north-general")
-    service.update_sync(hub=hub, schedule_id=schedule_id, tenant_id=None, actor="test",
+    service.update_sync(db_session=hub.database.session, settings=hub.settings,
+                        schedule_id=schedule_id, tenant_id=None, actor="test",
                         schedule="3600", enabled=True)
-    task_id = service.trigger_sync(hub=hub, schedule_id=schedule_id, tenant_id=None)["task_id"]
+    task_id = service.trigger_sync(db_session=hub.database.session,
+                                   schedule_id=schedule_id, tenant_id=None)["task_id"]
 
     wait_until(lambda: any(line["message"].startswith("sync run")
                            for line in lines_about(celery_worker, task_id)),

@@ -47,7 +47,8 @@ def sync_id(hub, kind: str, owner: str = TENANT) -> str:
 def enable(hub, kind: str, owner: str = TENANT, spec: str | None = None) -> str:
     """Switch one sync on (as the hub's operators do), on ``spec`` or its default."""
     schedule_id = sync_id(hub, kind, owner)
-    service.update_sync(hub=hub, schedule_id=schedule_id, tenant_id=None, actor="test",
+    service.update_sync(db_session=hub.database.session, settings=hub.settings,
+                        schedule_id=schedule_id, tenant_id=None, actor="test",
                         schedule=spec, enabled=True)
     return schedule_id
 
@@ -79,7 +80,8 @@ def finished_run(hub, task_id: str, *, timeout: float = 60) -> SyncRun:
 
 def run_now(hub, kind: str, owner: str = TENANT) -> SyncRun:
     """Send one sync's task as the hub's operators do and wait for its run's outcome."""
-    sent = service.trigger_sync(hub=hub, schedule_id=sync_id(hub, kind, owner), tenant_id=None)
+    sent = service.trigger_sync(db_session=hub.database.session,
+                                schedule_id=sync_id(hub, kind, owner), tenant_id=None)
     return finished_run(hub, sent["task_id"])
 
 

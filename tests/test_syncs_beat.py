@@ -28,7 +28,8 @@ TENANT = "north-general"
 def only(hub, kind: str, spec: str, tenant: str = TENANT) -> str:
     """Enable one sync on ``spec`` (the others stay off); return its id."""
     sync_id = service.sync_id_for(db_session=hub.database.session, kind=kind, owner=tenant)
-    service.update_sync(hub=hub, schedule_id=sync_id, tenant_id=None, actor="test",
+    service.update_sync(db_session=hub.database.session, settings=hub.settings,
+                        schedule_id=sync_id, tenant_id=None, actor="test",
                         schedule=spec, enabled=True)
     return sync_id
 
@@ -59,7 +60,8 @@ def test_a_schedule_fires_on_its_interval_and_shows_its_last_run(hub, beats):
     # flight), never a failure.
     assert {run.outcome for run in finished(hub, sync_id)} <= {"succeeded", "skipped"}
     assert all(run.report["candidates"] >= 0 for run in runs(hub, sync_id, ("succeeded",)))
-    view = service.get_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
+    view = service.get_sync(db_session=hub.database.session, settings=hub.settings,
+                            schedule_id=sync_id, tenant_id=None)
     assert view["status"] == "ok" and view["last_run"]["outcome"] in {"succeeded", "running"}
     assert view["next_due_at"] is not None
     # Nothing else was enabled, so nothing else ran.
@@ -119,10 +121,10 @@ def test_single_flight_skips_and_counts_a_run_while_one_is_going(hub, demo_inven
     sync_id = only(hub, "inventory_snapshot", "3600")
     demo_inventory.admin.set_faults(latency_ms=400, site=TENANT)
 
-    service.trigger_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
+    service.trigger_sync(db_session=hub.database.session, schedule_id=sync_id, tenant_id=None)
     wait_until(lambda: runs(hub, sync_id, ("running",)), timeout=30,
                description="the first run to start")
-    service.trigger_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
+    service.trigger_sync(db_session=hub.database.session, schedule_id=sync_id, tenant_id=None)
     wait_until(lambda: runs(hub, sync_id, ("skipped",)), timeout=30,
                description="the overlapping run to be skipped")
     wait_until(lambda: runs(hub, sync_id, ("succeeded",)), timeout=120,
@@ -130,7 +132,8 @@ def test_single_flight_skips_and_counts_a_run_while_one_is_going(hub, demo_inven
 
     outcomes = [run.outcome for run in finished(hub, sync_id)]
     assert sorted(outcomes) == ["skipped", "succeeded"]
-    view = service.get_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
+    view = service.get_sync(db_session=hub.database.session, settings=hub.settings,
+                            schedule_id=sync_id, tenant_id=None)
     assert view["skipped_runs"] == 1 and view["status"] == "ok"
 
 
@@ -139,11 +142,12 @@ def test_a_failing_downstream_marks_the_sync_failed_and_the_next_run_recovers(
     sync_id = only(hub, "inventory_snapshot", "3600")
     demo_inventory.admin.set_faults(down=True, site=TENANT)
 
-    service.trigger_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
+    service.trigger_sync(db_session=hub.database.session, schedule_id=sync_id, tenant_id=None)
     wait_until(lambda: runs(hub, sync_id, ("failed",)), timeout=60,
                description="the failed run")
 
-    view = service.get_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
+    view = service.get_sync(db_session=hub.database.session, settings=hub.settings,
+                            schedule_id=sync_id, tenant_id=None)
     assert view["status"] == "failing" and view["consecutive_failures"] == 1
     assert "unavailable" in view["last_run"]["error"]
     assert view["last_succeeded_at"] is None or view["last_succeeded_at"] < \
@@ -154,11 +158,13 @@ def test_a_failing_downstream_marks_the_sync_failed_and_the_next_run_recovers(
     def recovered() -> bool:
         # The breaker opened by the failures lets a trial through after its reset time.
         if not runs(hub, sync_id, ("running",)):
-            service.trigger_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
+            service.trigger_sync(db_session=hub.database.session,
+                                 schedule_id=sync_id, tenant_id=None)
         return bool(runs(hub, sync_id, ("succeeded",)))
 
     wait_until(recovered, timeout=90, interval=1.0, description="a run that succeeds again")
-    view = service.get_sync(hub=hub, schedule_id=sync_id, tenant_id=None)
+    view = service.get_sync(db_session=hub.database.session, settings=hub.settings,
+                            schedule_id=sync_id, tenant_id=None)
     assert view["status"] == "ok" and view["consecutive_failures"] == 0
     assert view["last_run"]["report"]["containers"] > 0
 
@@ -170,7 +176,8 @@ def test_a_schedule_changed_while_beat_runs_takes_effect_without_a_restart(hub, 
     wait_until(lambda: len(finished(hub, sync_id)) == 1, timeout=30,
                description="the first run")
 
-    service.update_sync(hub=hub, schedule_id=sync_id, tenant_id=None, actor="test",
+    service.update_sync(db_session=hub.database.session, settings=hub.settings,
+                        schedule_id=sync_id, tenant_id=None, actor="test",
                         schedule="1")
 
     wait_until(lambda: len(runs(hub, sync_id, ("succeeded",))) >= 4, timeout=30,

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import redis
+from sqlalchemy.orm import Session
+
 from app.auth.principal import Principal
 from app.cache import service as cache
 from app.connectors import administration as administration_connector
@@ -24,14 +27,13 @@ from app.connectors.resilience import (
 )
 from app.connectors.routing import NotConnected, connection_target
 from app.entitlements.service import authorize_read
-from app.extensions import HubResources
 from app.lookups import hot
 from app.observability import metrics
 from app.paging import CursorKind, decode_cursor, encode_cursor, integer, text
 from app.phi.policy import RecordShapeError, minimize, minimize_many, require_policy
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.problems import Problem
-from app.settings import parse_cache_ttls
+from app.settings import Settings, parse_cache_ttls
 from app.snapshots import service as snapshots
 
 
@@ -55,35 +57,36 @@ Snapshot = Callable[[], tuple[dict, datetime] | None]
 """Reads the canonical answer and its snapshot time from the hub's snapshot, or None."""
 
 
-def _pseudonymizer(hub: HubResources, principal: Principal) -> Pseudonymizer:
-    return Pseudonymizer(tenant_pseudonym_key(hub.settings.hub_pseudonym_key,
+def _pseudonymizer(settings: Settings, principal: Principal) -> Pseudonymizer:
+    return Pseudonymizer(tenant_pseudonym_key(settings.hub_pseudonym_key,
                                               principal.tenant_id))
 
 
-def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, policy_resource: str,
-            params: dict, fetch: Callable[[ConnectionTarget], dict],
+def _lookup(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+            principal: Principal, resource_type: str, policy_resource: str, params: dict,
+            fetch: Callable[[ConnectionTarget], dict],
             minimize_payload: Callable[[dict, Pseudonymizer], dict],
             snapshot: Snapshot | None = None, refresh: bool = False) -> LookupAnswer:
     """One lookup through the lifecycle. ``refresh`` (cache warming) skips the cache read and
     answers only from the system itself, so what it writes to the cache is current."""
-    access = authorize_read(db_session=hub.database.session, tenant_id=principal.tenant_id,
+    access = authorize_read(db_session=db_session, tenant_id=principal.tenant_id,
                             scopes=principal.scopes, resource_type=resource_type)
     require_policy(policy_resource, principal.consumer)
     if not refresh:
-        hot.record_use(hub.redis, tenant=principal.tenant, lookup=resource_type,
+        hot.record_use(redis_client, tenant=principal.tenant, lookup=resource_type,
                        consumer=principal.consumer, args=params)
 
-    key = cache.cache_key(key_secret=hub.settings.hub_pseudonym_key, tenant=principal.tenant,
+    key = cache.cache_key(key_secret=settings.hub_pseudonym_key, tenant=principal.tenant,
                           system=access.product, resource_type=resource_type,
                           params={**params, "consumer": principal.consumer})
-    cached = None if refresh else cache.read(hub.redis, key, resource_type=resource_type)
+    cached = None if refresh else cache.read(redis_client, key, resource_type=resource_type)
     if cached and cached.fresh:
         metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="hit").inc()
         return LookupAnswer(cached.payload, "HIT", access.product)
 
     snapshot_at = None
     try:
-        target = connection_target(db_session=hub.database.session, settings=hub.settings,
+        target = connection_target(db_session=db_session, settings=settings,
                                    tenant_id=principal.tenant_id, tenant=principal.tenant,
                                    product=access.product)
         canonical = fetch(target)
@@ -107,7 +110,7 @@ def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, poli
                       "use.", status=502, problem_type="bad-downstream-answer") from None
 
     try:
-        payload = minimize_payload(canonical, _pseudonymizer(hub, principal))
+        payload = minimize_payload(canonical, _pseudonymizer(settings, principal))
     except RecordShapeError:
         raise Problem(f"The {access.product} system gave an answer the hub cannot "
                       "use.", status=502, problem_type="bad-downstream-answer") from None
@@ -116,19 +119,20 @@ def _lookup(*, hub: HubResources, principal: Principal, resource_type: str, poli
         # served as a fresh HIT once the system is back.
         metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="snapshot").inc()
         return LookupAnswer(payload, "SNAPSHOT", access.product, synced_at=snapshot_at)
-    ttl = parse_cache_ttls(hub.settings.hub_cache_ttls).get(resource_type, 30)
-    cache.write(hub.redis, key, payload, fresh_seconds=ttl,
-                stale_seconds=hub.settings.hub_cache_stale_seconds)
+    ttl = parse_cache_ttls(settings.hub_cache_ttls).get(resource_type, 30)
+    cache.write(redis_client, key, payload, fresh_seconds=ttl,
+                stale_seconds=settings.hub_cache_stale_seconds)
     metrics.CACHE_LOOKUPS.labels(resource=resource_type, result="miss").inc()
     return LookupAnswer(payload, "MISS", access.product)
 
 
-def list_administrations(*, hub: HubResources, principal: Principal, unit: str | None,
+def list_administrations(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+                         principal: Principal, unit: str | None,
                          ndc11: str | None, since: datetime | None, until: datetime | None,
                          cursor: str | None, page_size: int, refresh: bool = False
                          ) -> LookupAnswer:
     """Return a page of the tenant's dose administrations, minimized for the caller."""
-    binding = {"key": hub.settings.hub_secret_key, "tenant_id": principal.tenant_id,
+    binding = {"key": settings.hub_secret_key, "tenant_id": principal.tenant_id,
                "query": {"unit": unit, "ndc11": ndc11, "since": since, "until": until}}
     native_cursor = (decode_cursor(ADMINISTRATIONS_CURSOR, cursor, **binding)["n"]
                      if cursor else None)
@@ -148,32 +152,36 @@ def list_administrations(*, hub: HubResources, principal: Principal, unit: str |
 
     params = {"unit": unit, "ndc11": ndc11, "since": since, "until": until,
               "cursor": cursor, "page_size": page_size}
-    return _lookup(hub=hub, principal=principal, resource_type="administrations",
+    return _lookup(db_session=db_session, redis_client=redis_client, settings=settings,
+                   principal=principal, resource_type="administrations",
                    policy_resource="administration", params=params, fetch=fetch,
                    minimize_payload=minimized, refresh=refresh)
 
 
-def container_origin(*, hub: HubResources, principal: Principal, container_id: str,
+def container_origin(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+                     principal: Principal, container_id: str,
                      refresh: bool = False) -> LookupAnswer:
     """Return where a container came from: medication, lot, expiry and movement chain."""
     consumer = principal.consumer
     return _lookup(
-        hub=hub, principal=principal, resource_type="container_origin",
+        db_session=db_session, redis_client=redis_client, settings=settings,
+        principal=principal, resource_type="container_origin",
         policy_resource="container_origin", params={"container_id": container_id},
         fetch=lambda target: inventory_connector.container_origin(target, container_id),
         minimize_payload=lambda origin, pseudonymizer: minimize(
             "container_origin", consumer, origin, pseudonymizer=pseudonymizer),
         snapshot=lambda: snapshots.snapshot_origin(
-            db_session=hub.database.session, tenant_id=uuid.UUID(principal.tenant_id),
+            db_session=db_session, tenant_id=uuid.UUID(principal.tenant_id),
             container_id=container_id),
         refresh=refresh)
 
 
-def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | None,
+def inventory_on_hand(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+                      principal: Principal, unit: str | None,
                       ndc11: str | None, cursor: str | None, page_size: int,
                       refresh: bool = False) -> LookupAnswer:
     """Return a page of containers on hand by unit and/or medication."""
-    binding = {"key": hub.settings.hub_secret_key, "tenant_id": principal.tenant_id,
+    binding = {"key": settings.hub_secret_key, "tenant_id": principal.tenant_id,
                "query": {"unit": unit, "ndc11": ndc11}}
     position = (0, 0)
     if cursor:
@@ -199,7 +207,7 @@ def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | No
         if position[0] != 0:
             return None
         kept = snapshots.snapshot_on_hand(
-            db_session=hub.database.session, tenant_id=uuid.UUID(principal.tenant_id),
+            db_session=db_session, tenant_id=uuid.UUID(principal.tenant_id),
             unit=unit, ndc11=ndc11, offset=position[1], page_size=page_size)
         if kept is None:
             return None
@@ -208,7 +216,8 @@ def inventory_on_hand(*, hub: HubResources, principal: Principal, unit: str | No
             INVENTORY_CURSOR, {"s": 0, "o": next_offset}, **binding)
             if next_offset is not None else None}, synced_at
 
-    return _lookup(hub=hub, principal=principal, resource_type="inventory",
+    return _lookup(db_session=db_session, redis_client=redis_client, settings=settings,
+                   principal=principal, resource_type="inventory",
                    policy_resource="container",
                    params={"unit": unit, "ndc11": ndc11, "cursor": cursor,
                            "page_size": page_size},

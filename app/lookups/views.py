@@ -105,8 +105,10 @@ def list_administrations(query: dict):
     appear only as tenant-scoped pseudonyms with a birth year (or `90+`); names, MRNs, dates of
     birth and notes never leave the hub.
     """
+    hub = resources()
     answer = service.list_administrations(
-        hub=resources(), principal=current_principal(), unit=query.get("unit"),
+        db_session=hub.database.session, redis_client=hub.redis, settings=hub.settings,
+        principal=current_principal(), unit=query.get("unit"),
         ndc11=query.get("medication"), since=query.get("since"), until=query.get("until"),
         cursor=query.get("cursor"), page_size=query["page_size"])
     if _wants_fhir():
@@ -133,8 +135,10 @@ def list_administrations(query: dict):
 def container_origin(_path: dict, _query: dict, container_id: str):
     """Where a container came from: medication, lot, expiry and its movements (pharmacy →
     cabinet → unit), with locations in canonical codes and times in UTC."""
-    answer = service.container_origin(hub=resources(), principal=current_principal(),
-                                      container_id=container_id)
+    hub = resources()
+    answer = service.container_origin(
+        db_session=hub.database.session, redis_client=hub.redis, settings=hub.settings,
+        principal=current_principal(), container_id=container_id)
     if _wants_fhir():
         return _answer(answer, fhir.container_origin_bundle(
             answer.payload, tenant=current_principal().tenant), fhir.FHIR_JSON)
@@ -150,8 +154,10 @@ def container_origin(_path: dict, _query: dict, container_id: str):
 def inventory_on_hand(query: dict):
     """Containers on hand (stocked in a cabinet or dispensed to a unit), by unit and/or
     medication, from the tenant's inventory system."""
+    hub = resources()
     answer = service.inventory_on_hand(
-        hub=resources(), principal=current_principal(), unit=query.get("unit"),
+        db_session=hub.database.session, redis_client=hub.redis, settings=hub.settings,
+        principal=current_principal(), unit=query.get("unit"),
         ndc11=query.get("medication"), cursor=query.get("cursor"),
         page_size=query["page_size"])
     if _wants_fhir():

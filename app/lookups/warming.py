@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import redis
+from sqlalchemy.orm import Session
+
 from app.auth.principal import Principal
 from app.entitlements.service import RESOURCES
-from app.extensions import HubResources
 from app.lookups import hot, service
 from app.phi.policy import PolicyMissing
 from app.problems import Problem
+from app.settings import Settings
 from app.tenants.models import Tenant
 
 WARMING_CLIENT = "hub:cache-warming"
@@ -35,21 +38,22 @@ def _principal(tenant: Tenant, lookup: str, consumer: str) -> Principal:
                      scopes=frozenset({RESOURCES[lookup].scope}))
 
 
-def warm_cache(*, hub: HubResources, tenant: Tenant) -> dict:
+def warm_cache(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+               tenant: Tenant) -> dict:
     """Refresh the tenant's hottest lookups in the cache; report what happened to them.
 
     Raises a ``warming-incomplete`` Problem (the run fails) when a system was unavailable for some of
     them; lookups that no longer exist (404) or are no longer allowed are counted, not failed.
     """
-    candidates = hot.hottest(hub.redis, tenant.slug, hub.settings.hub_cache_warming_top)
+    candidates = hot.hottest(redis_client, tenant.slug, settings.hub_cache_warming_top)
     refreshed = unavailable = gone = refused = 0
     for candidate in candidates:
         lookup = _LOOKUPS.get(candidate.get("lookup"))
         if lookup is None:
             continue
         try:
-            lookup(hub=hub, principal=_principal(tenant, candidate["lookup"],
-                                                 candidate["consumer"]),
+            lookup(db_session=db_session, redis_client=redis_client, settings=settings,
+                   principal=_principal(tenant, candidate["lookup"], candidate["consumer"]),
                    refresh=True, **_decoded(candidate["args"]))
             refreshed += 1
         except Problem as failed:
@@ -61,7 +65,7 @@ def warm_cache(*, hub: HubResources, tenant: Tenant) -> dict:
                 refused += 1
         except PolicyMissing:
             refused += 1
-    hot.decay(hub.redis, tenant.slug)
+    hot.decay(redis_client, tenant.slug)
     if unavailable:
         raise Problem(f"{unavailable} of {len(candidates)} hot lookups could not be "
                       "refreshed: their system is unavailable.", problem_type="warming-incomplete")

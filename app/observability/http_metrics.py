@@ -68,7 +68,8 @@ def init_http_metrics(app: Flask) -> None:
             pass
         body, content_type = metrics.render_metrics()
         try:
-            body += render_sync_metrics(app.extensions["hub"])
+            hub = app.extensions["hub"]
+            body += render_sync_metrics(db_session=hub.database.session, settings=hub.settings)
         except (redis.RedisError, SQLAlchemyError):  # the request metrics still answer
             logger.warning("sync metrics unavailable for this scrape", exc_info=True)
         return Response(body, content_type=content_type)

@@ -30,7 +30,9 @@ def list_syncs(tenant_slug: str | None) -> None:
     from app.syncs.service import list_syncs as syncs
 
     tenant_id = str(tenant_by_slug(tenant_slug).id) if tenant_slug else None
-    for view in syncs(hub=resources(), tenant_id=tenant_id):
+    hub = resources()
+    for view in syncs(db_session=hub.database.session, settings=hub.settings,
+                      tenant_id=tenant_id):
         last = view["last_run"] or {}
         click.echo(
             f"{view['sync']:20} {view['tenant'] or 'hub':18} "
@@ -51,7 +53,9 @@ def show_sync(kind: str, owner: str) -> None:
     """One sync with its recent runs and their reports, as JSON."""
     from app.syncs.service import get_sync
 
-    view = get_sync(hub=resources(), schedule_id=_sync_id(kind, owner), tenant_id=None)
+    hub = resources()
+    view = get_sync(db_session=hub.database.session, settings=hub.settings,
+                    schedule_id=_sync_id(kind, owner), tenant_id=None)
     click.echo(json.dumps(view, indent=2))
 
 
@@ -78,9 +82,11 @@ def set_sync(kind: str, owner: str, spec: str | None, use_default: bool,
     if not changes:
         raise click.UsageError("nothing to change: give --schedule, --default, --enable or "
                                "--disable")
+    hub = resources()
     try:
-        view = update_sync(hub=resources(), schedule_id=_sync_id(kind, owner), tenant_id=None,
-                           actor="cli", **changes)
+        view = update_sync(db_session=hub.database.session, settings=hub.settings,
+                           schedule_id=_sync_id(kind, owner), tenant_id=None, actor="cli",
+                           **changes)
     except Problem as problem:
         detail = problem.detail
         if problem.errors:
@@ -98,7 +104,8 @@ def run_sync_now(kind: str, owner: str) -> None:
     """Send one sync's task now (skipped and counted if its previous run is still going)."""
     from app.syncs.service import trigger_sync
 
-    sent = trigger_sync(hub=resources(), schedule_id=_sync_id(kind, owner), tenant_id=None)
+    sent = trigger_sync(db_session=resources().database.session,
+                        schedule_id=_sync_id(kind, owner), tenant_id=None)
     click.echo(f"sent task {sent['task_id']}")
 
 
@@ -107,4 +114,6 @@ def apply_syncs() -> None:
     """Create new tenants' syncs and write every enabled one into beat's schedule now."""
     from app.syncs.service import apply_schedules
 
-    click.echo(json.dumps(apply_schedules(hub=resources())))
+    hub = resources()
+    click.echo(json.dumps(apply_schedules(db_session=hub.database.session,
+                                          settings=hub.settings)))

@@ -2,7 +2,9 @@
 
 A tenant sync exists for every active tenant that is entitled and connected to the kind's
 product (to any product when the kind names none); a hub-wide sync exists once. ``run`` does
-one run and returns a PHI-free report (counts and ids); it raises when the run failed.
+one run and returns a PHI-free report (counts and ids); it raises when the run failed. It is
+called with the handles keyword-only (``db_session``, ``redis_client``, ``settings``, ``tenant``)
+and passes on only those its service takes.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.extensions import HubResources
+import redis
+from sqlalchemy.orm import Session
+
 from app.lookups.warming import warm_cache
 from app.maintenance.service import purge_expired
+from app.settings import Settings
 from app.snapshots.service import sync_inventory_snapshot
 from app.syncs.nightly import submit_previous_day_counts
 from app.tenants.models import Tenant
@@ -26,18 +31,31 @@ class SyncKind:
     product: str | None
     default_setting: str
     description: str
-    run: Callable[[HubResources, Tenant | None], dict]
+    run: Callable[..., dict]
 
 
-def _inventory_snapshot(hub: HubResources, tenant: Tenant | None) -> dict:
-    return sync_inventory_snapshot(db_session=hub.database.session, settings=hub.settings,
-                                   tenant=tenant)
+def _inventory_snapshot(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+                        tenant: Tenant | None) -> dict:
+    return sync_inventory_snapshot(db_session=db_session, settings=settings, tenant=tenant)
 
 
-def _retention_purge(hub: HubResources, _tenant: Tenant | None) -> dict:
-    return purge_expired(db_session=hub.database.session,
-                         audit_retention_days=hub.settings.hub_audit_retention_days,
-                         sync_run_retention_days=hub.settings.hub_sync_run_retention_days
+def _cache_warming(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+                   tenant: Tenant | None) -> dict:
+    return warm_cache(db_session=db_session, redis_client=redis_client, settings=settings,
+                      tenant=tenant)
+
+
+def _nightly_counts(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+                    tenant: Tenant | None) -> dict:
+    return submit_previous_day_counts(db_session=db_session, redis_client=redis_client,
+                                      settings=settings, tenant=tenant)
+
+
+def _retention_purge(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+                     tenant: Tenant | None) -> dict:
+    return purge_expired(db_session=db_session,
+                         audit_retention_days=settings.hub_audit_retention_days,
+                         sync_run_retention_days=settings.hub_sync_run_retention_days
                          ).as_report()
 
 
@@ -50,12 +68,12 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
     SyncKind("cache_warming", "hub.io.warm_cache", False, None,
              "hub_sync_cache_warming",
              "The tenant's most requested lookups, refreshed in the cache before they expire.",
-             lambda hub, tenant: warm_cache(hub=hub, tenant=tenant)),
+             _cache_warming),
     SyncKind("nightly_counts", "hub.io.submit_nightly_counts", False, "administration",
              "hub_sync_nightly_counts",
              "The previous local day's administration counts per unit and medication, "
              "submitted as an administration_counts job (see /v1/jobs).",
-             lambda hub, tenant: submit_previous_day_counts(hub=hub, tenant=tenant)),
+             _nightly_counts),
     SyncKind("retention_purge", "hub.maintenance.purge_expired_data", True, None,
              "hub_sync_retention_purge",
              "Hub-wide: removes expired job results, idempotency keys, unit partials, "

@@ -10,8 +10,9 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy.orm import Session
 
-from app.extensions import HubResources
+from app.settings import Settings
 from app.syncs.service import list_syncs
 
 LABELS = ["sync", "tenant"]
@@ -72,8 +73,9 @@ class SyncCollector:
         yield from families.values()
 
 
-def render_sync_metrics(hub: HubResources) -> bytes:
+def render_sync_metrics(*, db_session: Session, settings: Settings) -> bytes:
     """The exposition text of every sync's figures."""
     registry = CollectorRegistry()
-    registry.register(SyncCollector(list_syncs(hub=hub, tenant_id=None)))
+    registry.register(SyncCollector(list_syncs(db_session=db_session, settings=settings,
+                                               tenant_id=None)))
     return generate_latest(registry)

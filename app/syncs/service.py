@@ -29,12 +29,12 @@ from app.connectors.resilience import DownstreamRejected, DownstreamUnavailable
 from app.connectors.routing import NotConnected
 from app.database import utcnow
 from app.entitlements.service import tenant_owns_product
-from app.extensions import HubResources
 from app.jobs import dispatch
 from app.observability.context import enter_tenant
 from app.phi.boundary import UnsafeResult, assert_phi_free
 from app.phi.redaction import scrub
 from app.problems import Problem
+from app.settings import Settings
 from app.syncs import beat
 from app.syncs.kinds import REPORT_FIELDS, SYNC_KINDS, SyncKind
 from app.syncs.models import HUB_SCOPE, SyncRun, SyncSchedule
@@ -60,8 +60,8 @@ class ActiveSync:
         owner = self.tenant.slug if self.tenant else HUB_SCOPE
         return f"{beat.ENTRY_PREFIX}{self.kind.name}:{owner}"
 
-    def spec(self, hub: HubResources) -> str:
-        return self.schedule.schedule or getattr(hub.settings, self.kind.default_setting)
+    def spec(self, settings: Settings) -> str:
+        return self.schedule.schedule or getattr(settings, self.kind.default_setting)
 
 
 # --- which syncs exist ---------------------------------------------------------------------
@@ -125,12 +125,12 @@ def active_syncs(*, db_session: Session, tenant_id: str | None = None,
             for kind, tenant in wanted if (kind.name, _scope(tenant)) in rows]
 
 
-def apply_schedules(*, hub: HubResources) -> dict:
+def apply_schedules(*, db_session: Session, settings: Settings) -> dict:
     """Create the schedules new tenants need and make beat's entries match the enabled ones."""
-    syncs = active_syncs(db_session=hub.database.session, create_missing=True)
+    syncs = active_syncs(db_session=db_session, create_missing=True)
     wanted = {sync.entry_name: beat.WantedEntry(task=sync.kind.task,
                                                 schedule_id=str(sync.schedule.id),
-                                                spec=sync.spec(hub))
+                                                spec=sync.spec(settings))
               for sync in syncs if sync.schedule.enabled}
     changes = beat.write_entries(wanted)
     return {"schedules": len(syncs), "enabled": len(wanted), "added": changes.added,
@@ -198,14 +198,14 @@ def _record_skip(db_session: Session, schedule_id: uuid.UUID, task_id: str | Non
     return run
 
 
-def run_sync(*, hub: HubResources, schedule_id: str, task_id: str | None = None,
+def run_sync(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+             schedule_id: str, task_id: str | None = None,
              lock_seconds: int | None = None) -> dict:
     """Run one sync now, unless its previous run is still going (then record a skip).
 
     Returns what the task returns: ids and the outcome, nothing else. A failure is recorded on
     the run (PHI-free) and the schedule's failure streak; the next run starts afresh.
     """
-    db_session = hub.database.session
     try:
         sync = _find(db_session, schedule_id)
     except Problem:  # no such sync (any more)
@@ -214,15 +214,15 @@ def run_sync(*, hub: HubResources, schedule_id: str, task_id: str | None = None,
         return {"schedule_id": str(schedule_id), "outcome": "dropped"}
     schedule = sync.schedule
     enter_tenant(sync.tenant.slug if sync.tenant else None)
-    lock = hub.redis.lock(f"{LOCK_PREFIX}{schedule.id}",
-                          timeout=lock_seconds or hub.settings.hub_task_time_limit + 60)
+    lock = redis_client.lock(f"{LOCK_PREFIX}{schedule.id}",
+                             timeout=lock_seconds or settings.hub_task_time_limit + 60)
     if not lock.acquire(blocking=False):
         run = _record_skip(db_session, schedule.id, task_id)
         logger.warning("sync skipped: its previous run is still going",
                        extra={"sync": sync.kind.name, "schedule_id": str(schedule.id)})
         return {"schedule_id": str(schedule.id), "run_id": str(run.id), "outcome": "skipped"}
     try:
-        return _run_locked(hub, sync, task_id)
+        return _run_locked(db_session, redis_client, settings, sync, task_id)
     finally:
         try:
             lock.release()
@@ -231,8 +231,8 @@ def run_sync(*, hub: HubResources, schedule_id: str, task_id: str | None = None,
                            extra={"sync": sync.kind.name, "schedule_id": str(schedule.id)})
 
 
-def _run_locked(hub: HubResources, sync: ActiveSync, task_id: str | None) -> dict:
-    db_session = hub.database.session
+def _run_locked(db_session: Session, redis_client: redis.Redis, settings: Settings,
+                sync: ActiveSync, task_id: str | None) -> dict:
     schedule_id = sync.schedule.id
     # Holding the lock means no run of this schedule is going: a "running" row left behind is
     # a run whose worker died (killed, out of memory) before it could record its outcome.
@@ -248,7 +248,8 @@ def _run_locked(hub: HubResources, sync: ActiveSync, task_id: str | None) -> dic
     started = time.perf_counter()
     report, error, unexpected = None, None, None
     try:
-        produced = sync.kind.run(hub, sync.tenant)
+        produced = sync.kind.run(db_session=db_session, redis_client=redis_client,
+                                 settings=settings, tenant=sync.tenant)
         assert_phi_free(produced, "report", allowed_fields=REPORT_FIELDS)
         report, outcome = produced, "succeeded"
     except Exception as failure:  # noqa: BLE001 - every failure is recorded, then judged
@@ -309,14 +310,13 @@ def _latest_runs(db_session: Session, schedule_ids: list[uuid.UUID],
     return {run.schedule_id: run for run in runs}
 
 
-def _views(hub: HubResources, syncs: list[ActiveSync], *, viewer_tenant: bool,
-           recent: bool = False) -> list[dict]:
-    db_session = hub.database.session
+def _views(db_session: Session, settings: Settings, syncs: list[ActiveSync], *,
+           viewer_tenant: bool, recent: bool = False) -> list[dict]:
     ids = [sync.schedule.id for sync in syncs]
     last = _latest_runs(db_session, ids, ("running", "succeeded", "failed"))
     last_success = _latest_runs(db_session, ids, ("succeeded",))
     due = beat.next_due([sync.entry_name for sync in syncs])
-    return [_view(hub, sync, due.get(sync.entry_name), last.get(sync.schedule.id),
+    return [_view(db_session, settings, sync, due.get(sync.entry_name), last.get(sync.schedule.id),
                   last_success.get(sync.schedule.id), viewer_tenant=viewer_tenant,
                   recent=recent) for sync in syncs]
 
@@ -329,11 +329,11 @@ def _status(sync: ActiveSync, last: SyncRun | None) -> str:
     return {"running": "running", "succeeded": "ok", "failed": "failing"}[last.outcome]
 
 
-def _view(hub: HubResources, sync: ActiveSync, due: datetime | None, last: SyncRun | None,
-          last_success: SyncRun | None, *, viewer_tenant: bool, recent: bool) -> dict:
-    db_session = hub.database.session
+def _view(db_session: Session, settings: Settings, sync: ActiveSync, due: datetime | None,
+          last: SyncRun | None, last_success: SyncRun | None, *, viewer_tenant: bool,
+          recent: bool) -> dict:
     schedule = sync.schedule
-    spec = sync.spec(hub)
+    spec = sync.spec(settings)
     # A tenant's client sees hub-wide syncs' health, not their counts (which span tenants).
     with_report = not (viewer_tenant and sync.tenant is None)
     view = {
@@ -357,27 +357,28 @@ def _view(hub: HubResources, sync: ActiveSync, due: datetime | None, last: SyncR
     return view
 
 
-def list_syncs(*, hub: HubResources, tenant_id: str | None) -> list[dict]:
+def list_syncs(*, db_session: Session, settings: Settings, tenant_id: str | None) -> list[dict]:
     """Every sync the viewer may see (a tenant: its own and the hub-wide ones; the hub's
     operators, ``tenant_id`` None: all), with schedule, last run, next due time and status."""
-    syncs = active_syncs(db_session=hub.database.session, tenant_id=tenant_id)
-    return _views(hub, syncs, viewer_tenant=tenant_id is not None)
+    syncs = active_syncs(db_session=db_session, tenant_id=tenant_id)
+    return _views(db_session, settings, syncs, viewer_tenant=tenant_id is not None)
 
 
-def get_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None) -> dict:
+def get_sync(*, db_session: Session, settings: Settings, schedule_id: str,
+             tenant_id: str | None) -> dict:
     """One sync as ``list_syncs`` shows it, with its most recent runs."""
-    sync = _find(hub.database.session, schedule_id, tenant_id=tenant_id)
-    return _views(hub, [sync], viewer_tenant=tenant_id is not None, recent=True)[0]
+    sync = _find(db_session, schedule_id, tenant_id=tenant_id)
+    return _views(db_session, settings, [sync], viewer_tenant=tenant_id is not None, recent=True)[0]
 
 
 _UNSET = object()
 
 
-def update_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None, actor: str,
-                schedule=_UNSET, enabled: bool | None = None) -> dict:
+def update_sync(*, db_session: Session, settings: Settings, schedule_id: str,
+                tenant_id: str | None, actor: str, schedule=_UNSET,
+                enabled: bool | None = None) -> dict:
     """Change a sync's schedule (a spec; None returns to the default) and/or switch it on or
     off; beat follows within one loop. A tenant may change only its own syncs."""
-    db_session = hub.database.session
     sync = _find(db_session, schedule_id, tenant_id=tenant_id)
     if tenant_id is not None and sync.tenant is None:
         raise Problem("Hub-wide syncs are changed by the hub's operators (see "
@@ -386,7 +387,7 @@ def update_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None, a
     if schedule is not _UNSET:
         if schedule is not None:
             try:
-                parse_schedule(schedule, min_interval=hub.settings.hub_sync_min_interval)
+                parse_schedule(schedule, min_interval=settings.hub_sync_min_interval)
             except InvalidSchedule as invalid:
                 raise Problem("The request has invalid fields; see errors.", status=422,
                               errors={"json": {"schedule": [str(invalid)]}}) from None
@@ -398,17 +399,18 @@ def update_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None, a
     row.updated_at = utcnow()
     db_session.commit()
     try:
-        apply_schedules(hub=hub)
+        apply_schedules(db_session=db_session, settings=settings)
     except redis.RedisError:
         # The change is recorded; the periodic apply (every minute) hands it to beat.
         logger.warning("sync change saved but not yet in beat's schedule: Redis unreachable",
                        extra={"schedule_id": str(row.id)})
-    return get_sync(hub=hub, schedule_id=schedule_id, tenant_id=tenant_id)
+    return get_sync(db_session=db_session, settings=settings, schedule_id=schedule_id,
+                    tenant_id=tenant_id)
 
 
-def trigger_sync(*, hub: HubResources, schedule_id: str, tenant_id: str | None) -> dict:
+def trigger_sync(*, db_session: Session, schedule_id: str, tenant_id: str | None) -> dict:
     """Send a sync's task now; its single-flight lock still applies."""
-    sync = _find(hub.database.session, schedule_id, tenant_id=tenant_id)
+    sync = _find(db_session, schedule_id, tenant_id=tenant_id)
     if tenant_id is not None and sync.tenant is None:
         raise Problem("Hub-wide syncs are run by the hub's operators (see "
                       "docs/syncs.md).", status=403, problem_type="hub-wide-sync")

@@ -20,7 +20,8 @@ blp = HubBlueprint("syncs", __name__, url_prefix="/v1/admin", audit_resource_typ
 @blp.arguments(NoParametersSchema, location="query")
 def list_syncs(_query: dict):
     """Every sync of the caller's tenant, and the hub-wide ones, with their status."""
-    return {"items": service.list_syncs(hub=resources(),
+    hub = resources()
+    return {"items": service.list_syncs(db_session=hub.database.session, settings=hub.settings,
                                         tenant_id=current_principal().tenant_id)}
 
 
@@ -31,8 +32,9 @@ def list_syncs(_query: dict):
 @blp.arguments(NoParametersSchema, location="query")
 def get_sync(_query: dict, sync_id: str):
     """One sync, with its most recent runs."""
-    return service.get_sync(hub=resources(), schedule_id=sync_id,
-                            tenant_id=current_principal().tenant_id)
+    hub = resources()
+    return service.get_sync(db_session=hub.database.session, settings=hub.settings,
+                            schedule_id=sync_id, tenant_id=current_principal().tenant_id)
 
 
 @blp.patch("/syncs/<sync_id>")
@@ -48,7 +50,9 @@ def change_sync(body: dict, sync_id: str):
     follows within `HUB_BEAT_MAX_LOOP_INTERVAL` seconds."""
     principal = current_principal()
     changes = {key: body[key] for key in ("schedule", "enabled") if key in body}
-    return service.update_sync(hub=resources(), schedule_id=sync_id, tenant_id=principal.tenant_id,
+    hub = resources()
+    return service.update_sync(db_session=hub.database.session, settings=hub.settings,
+                               schedule_id=sync_id, tenant_id=principal.tenant_id,
                                actor=f"client:{principal.client_id}", **changes)
 
 
@@ -59,5 +63,5 @@ def change_sync(body: dict, sync_id: str):
 @blp.alt_response(404, description="No such sync for this tenant.")
 def run_sync(sync_id: str):
     """Run the sync now (skipped and counted if its previous run is still going)."""
-    return service.trigger_sync(hub=resources(), schedule_id=sync_id,
+    return service.trigger_sync(db_session=resources().database.session, schedule_id=sync_id,
                                 tenant_id=current_principal().tenant_id)
