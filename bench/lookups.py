@@ -56,7 +56,9 @@ LOOKUP_PATH = "/v1/administrations?unit=ICU-3&page_size=20"
 # Administrations of the demo world fall in the 14 days before 2026-11-20T00:00Z; a unique
 # ``since`` inside that window makes every request a distinct cache key with a full page.
 MISS_SINCE_BASE = datetime(2026, 11, 6, tzinfo=UTC)
-GTHREAD = ("gthread 2x8", ["--worker-class", "gthread", "--workers", "2", "--threads", "8"], 16)
+# The project's worker class (gthread that answers gunicorn's own errors as problem+json).
+GTHREAD = ("gthread 2x8", ["--worker-class", "app.edge.server.ProblemThreadWorker", "--workers",
+                           "2", "--threads", "8"], 16)
 # --threads 1 matters: gunicorn.conf.py sets threads=8, and gunicorn silently turns "sync" with
 # more than one thread into gthread.
 SYNC = ("sync 5", ["--worker-class", "sync", "--workers", "5", "--threads", "1"], 5)
