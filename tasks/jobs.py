@@ -14,6 +14,7 @@ from flask import current_app
 
 from app.connectors.resilience import DownstreamError
 from app.jobs import service
+from app.observability.context import enter_tenant
 from app.phi.boundary import assert_task_arguments
 from tasks.celery_app import celery_app
 
@@ -110,6 +111,9 @@ def mark_job_failed(job_id: str) -> dict:
 def reconcile_jobs() -> None:
     """Merge running jobs whose units are all finished but whose merge never ran."""
     hub = _hub()
-    for job_id in service.jobs_awaiting_merge(db_session=hub.database.session,
-                                              idle_seconds=RECONCILE_IDLE_SECONDS):
+    for job_id, tenant in service.jobs_awaiting_merge(db_session=hub.database.session,
+                                                      idle_seconds=RECONCILE_IDLE_SECONDS):
+        # Stamped into the merge's headers (task_context), so its log lines name the tenant.
+        enter_tenant(tenant)
         merge_job_results.delay(job_id)
+    enter_tenant(None)

@@ -163,6 +163,12 @@ def test_reconciler_merges_a_job_whose_merge_was_lost(api, tokens, truth, hub_ap
         session.execute(update(JobUnit).where(JobUnit.job_id == uuid.UUID(job_id)).values(
             updated_at=utcnow() - timedelta(minutes=5)))
         session.commit()
+        # The re-sent merge is stamped with its tenant, so its log lines name it.
+        from app.jobs.service import jobs_awaiting_merge
+        from app.tenants.models import Tenant
+
+        tenant = session.get(Tenant, session.get(Job, uuid.UUID(job_id)).tenant_id).slug
+        assert (job_id, tenant) in jobs_awaiting_merge(db_session=session, idle_seconds=60)
 
     celery_client().send_task("hub.maintenance.reconcile_jobs")
 

@@ -560,13 +560,15 @@ def replay_dead_letter(*, db_session: Session, tenant_id: str | None, dead_lette
     return letter
 
 
-def jobs_awaiting_merge(*, db_session: Session, idle_seconds: int) -> list[str]:
-    """Return the ids of running jobs with no unit left to run whose last unit finished over
-    ``idle_seconds`` ago: their chord body was lost (a known Redis-backend failure mode), and
-    merging again is safe because merging is idempotent."""
+def jobs_awaiting_merge(*, db_session: Session, idle_seconds: int) -> list[tuple[str, str]]:
+    """Return (job id, tenant slug) of running jobs with no unit left to run whose last unit
+    finished over ``idle_seconds`` ago: their chord body was lost (a known Redis-backend
+    failure mode), and merging again is safe because merging is idempotent. The slug lets the
+    re-sent merge's log lines name the tenant."""
     cutoff = utcnow() - timedelta(seconds=idle_seconds)
     unfinished = select(JobUnit.job_id).where(JobUnit.status.in_(("pending", "running")))
     recent = select(JobUnit.job_id).where(JobUnit.updated_at > cutoff)
-    job_ids = db_session.scalars(select(Job.id).where(
-        Job.status == "running", Job.id.not_in(unfinished), Job.id.not_in(recent)))
-    return [str(job_id) for job_id in job_ids]
+    rows = db_session.execute(select(Job.id, Tenant.slug).join(Tenant, Tenant.id == Job.tenant_id)
+                              .where(Job.status == "running", Job.id.not_in(unfinished),
+                                     Job.id.not_in(recent)))
+    return [(str(job_id), slug) for job_id, slug in rows]
