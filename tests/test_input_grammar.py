@@ -154,6 +154,32 @@ def test_unknown_query_parameters_of_each_list_and_read_are_422_naming_them(
     assert demo_inventory.admin.requests_count()["total"] == 0
 
 
+@pytest.mark.usefixtures("clean_lookup_state")
+@pytest.mark.parametrize("method, url, body", [
+    ("POST", "/v1/jobs?priority=high", {"type": "administration_counts",
+                                        "params": {"window": WINDOW}}),
+    ("DELETE", "/v1/jobs/5b0f3a0e-1d2c-4c55-9a43-0f3b1e6b3c10?force=1", None),
+    ("POST", "/v1/dead-letters/0f8c2c51-6a39-4f7e-9a44-5b1f1f0c2d11/replay?force=1", None),
+    ("PATCH", "/v1/admin/syncs/0f8c2c51-6a39-4f7e-9a44-5b1f1f0c2d11?force=1", {"enabled": True}),
+    ("POST", "/v1/admin/syncs/0f8c2c51-6a39-4f7e-9a44-5b1f1f0c2d11/run?force=1", None),
+])
+def test_unknown_query_parameters_of_each_change_are_422_and_nothing_changes(
+        api, tokens, hub_app, method, url, body):
+    from sqlalchemy import select
+
+    from app.jobs.models import Job
+
+    key = f"unknown-parameter-{method.lower()}-{len(url)}"
+    response = api.open(url, method=method, json=body,
+                        headers=tokens.headers(OPERATOR, **{"Idempotency-Key": key}))
+
+    [name] = problem_fields(response, "query")
+    assert name in url
+    with hub_app.app_context():
+        session = hub_app.extensions["hub"].database.session
+        assert session.scalar(select(Job).where(Job.idempotency_key == key)) is None
+
+
 def test_an_unknown_parameter_named_like_a_patient_is_counted_not_repeated(
         api, tokens, seeded_identifiers):
     name = seeded_identifiers[0]

@@ -63,6 +63,7 @@ def _decode(cursor: str, query: dict) -> tuple[datetime, str]:
 @requires_scopes("jobs:write")
 @blp.arguments(IdempotencyHeaderSchema, location="headers")
 @blp.arguments(JobRequestSchema)
+@blp.arguments(NoParametersSchema, location="query")
 @blp.response(202, JobSchema, description="Accepted: poll `status_url`. The same "
               "Idempotency-Key with the same body answers the same job (200).",
               headers={"Location": {"description": "The job's status URL.", "required": True,
@@ -75,7 +76,7 @@ def _decode(cursor: str, query: dict) -> tuple[datetime, str]:
                   "every product the job reads.")
 @blp.alt_response(429, description="This client already has `HUB_MAX_ACTIVE_JOBS_PER_CLIENT` "
                   "jobs queued or running; `Retry-After` says when to try again.")
-def submit_job(headers: dict, body: dict):
+def submit_job(headers: dict, body: dict, _query: dict):
     """Submit a job (`administration_counts` or `dose_reconciliation`) over a time window."""
     principal = current_principal()
     hub = resources()
@@ -121,7 +122,8 @@ def list_jobs(query: dict):
 @blp.response(200, JobSchema, description="The cancelled job.")
 @blp.alt_response(404, description="No such job for this tenant.")
 @blp.alt_response(409, description="The job has already finished.")
-def cancel_job(job_id: str):
+@blp.arguments(NoParametersSchema, location="query")
+def cancel_job(_query: dict, job_id: str):
     """Cancel a queued or running job: units not started are revoked."""
     session = resources().database.session
     job = service.get_job(db_session=session, tenant_id=current_principal().tenant_id,
@@ -149,7 +151,8 @@ def list_dead_letters(_query: dict):
 @blp.alt_response(403, description="The tenant is no longer entitled to a product the job "
                   "reads, or the job's client was disabled.")
 @blp.alt_response(409, description="Already replayed, or its job was cancelled.")
-def replay_dead_letter(dead_letter_id: str):
+@blp.arguments(NoParametersSchema, location="query")
+def replay_dead_letter(_query: dict, dead_letter_id: str):
     """Run the dead-lettered unit again; the job finishes once its last unit succeeds."""
     return service.replay_dead_letter(db_session=resources().database.session,
                                       tenant_id=current_principal().tenant_id,

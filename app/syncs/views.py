@@ -40,12 +40,13 @@ def get_sync(_query: dict, sync_id: str):
 @blp.patch("/syncs/<sync_id>")
 @requires_scopes("admin")
 @blp.arguments(SyncChangeSchema)
+@blp.arguments(NoParametersSchema, location="query")
 @blp.response(200, SyncSchema)
 @blp.alt_response(403, description="A hub-wide sync (changed with the CLI), or scope admin "
                   "missing.")
 @blp.alt_response(404, description="No such sync for this tenant.")
 @blp.alt_response(422, description="Invalid schedule; `errors` says why.")
-def change_sync(body: dict, sync_id: str):
+def change_sync(body: dict, _query: dict, sync_id: str):
     """Change the schedule (`null`: back to the default) or switch the sync on or off. Beat
     follows within `HUB_BEAT_MAX_LOOP_INTERVAL` seconds."""
     principal = current_principal()
@@ -61,7 +62,8 @@ def change_sync(body: dict, sync_id: str):
 @blp.response(202, SyncTriggeredSchema)
 @blp.alt_response(403, description="A hub-wide sync, or scope admin missing.")
 @blp.alt_response(404, description="No such sync for this tenant.")
-def run_sync(sync_id: str):
+@blp.arguments(NoParametersSchema, location="query")
+def run_sync(_query: dict, sync_id: str):
     """Run the sync now (skipped and counted if its previous run is still going)."""
     return service.trigger_sync(db_session=resources().database.session, schedule_id=sync_id,
                                 tenant_id=current_principal().tenant_id)
