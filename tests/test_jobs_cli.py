@@ -7,10 +7,9 @@ import uuid
 
 import pytest
 
+from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
+from tests.fixtures.phi import leaks_in
 from tests.fixtures.processes import wait_until
-from tests.test_jobs import OPERATOR, finished, full_window, submit, truth  # noqa: F401
-from tests.test_jobs_failures import warm_unit_catalogue
-from tests.test_phi_leaks import leaks_in, seeded_identifiers  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
@@ -32,7 +31,7 @@ def _line_of(output: str, job_id: str) -> str:
 
 
 def test_list_then_replay_a_dead_letter_from_the_cli(
-        cli, api, tokens, truth, hub_app, demo_administration, seeded_identifiers):  # noqa: F811
+        cli, api, tokens, truth, hub_app, demo_administration, seeded_identifiers):
     warm_unit_catalogue(hub_app)  # the submission reads it; only the unit's reads will fail
     demo_administration.admin.set_faults(site="north-general", error_rate=1)
     job_id = submit(api, tokens, {"type": "administration_counts", "params": {

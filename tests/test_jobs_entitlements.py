@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.jobs.models import DeadLetter, Job, JobUnit
+from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
 from tests.fixtures.processes import wait_until
-from tests.test_jobs import OPERATOR, finished, full_window, submit, truth  # noqa: F401
-from tests.test_jobs_failures import warm_unit_catalogue
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
@@ -74,7 +73,7 @@ def _refusals(hub_app, job_request_id: str | None = None) -> list:
             if job_request_id is None or event.request_id == job_request_id]
 
 
-def _slow_job(api, tokens, truth, hub_app, demo_administration, *,  # noqa: F811
+def _slow_job(api, tokens, truth, hub_app, demo_administration, *,
               client: str = OPERATOR) -> tuple[str, int]:
     """Submit a counts job over eight units against a slow System B; return its id and unit
     count once a unit is reading System B (the rest still queued)."""
@@ -111,7 +110,7 @@ def _settled(hub_app, job_id: str) -> dict[str, int]:
 
 
 def test_revoking_the_product_refuses_a_running_jobs_remaining_units_without_downstream_calls(
-        api, tokens, truth, hub_app, demo_administration, administration_entitlement):  # noqa: F811
+        api, tokens, truth, hub_app, demo_administration, administration_entitlement):
     job_id, units = _slow_job(api, tokens, truth, hub_app, demo_administration)
 
     administration_entitlement()  # revoke
@@ -163,7 +162,7 @@ class _ClientTokens:
 
 
 def test_disabling_the_submitting_client_refuses_its_jobs_remaining_units(
-        api, tokens, truth, hub_app, demo_administration):  # noqa: F811
+        api, tokens, truth, hub_app, demo_administration):
     client_id, headers = _new_operator_client(hub_app, api)
     job_id, units = _slow_job(api, _ClientTokens(headers), truth, hub_app, demo_administration,
                               client=client_id)

@@ -15,14 +15,14 @@ from sqlalchemy import select
 
 from app.jobs.models import JobUnit
 from app.settings import PROJECT_ROOT
+from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
 from tests.fixtures.processes import stop_process_group, wait_until
-from tests.test_jobs import FINAL, OPERATOR, finished, full_window, submit, truth  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
 
 def test_failing_units_retry_then_dead_letter_and_replay_finishes_the_job(
-        api, tokens, truth, demo_administration, hub_app):  # noqa: F811
+        api, tokens, truth, demo_administration, hub_app):
     warm_unit_catalogue(hub_app)  # the submission itself reads it; the units' reads will fail
     demo_administration.admin.set_faults(site="north-general", error_rate=1)
     body = {"type": "administration_counts",
@@ -60,18 +60,6 @@ def test_failing_units_retry_then_dead_letter_and_replay_finishes_the_job(
     assert again.status_code == 409
 
 
-def warm_unit_catalogue(hub_app) -> None:
-    from app.jobs.service import known_units
-    from app.tenants.service import get_tenant_by_slug
-
-    hub = hub_app.extensions["hub"]
-    with hub_app.app_context():
-        session = hub.database.session
-        known_units(db_session=session, redis_client=hub.redis, settings=hub.settings,
-                    tenant=get_tenant_by_slug(db_session=session, slug="north-general"),
-                    job_type="administration_counts")
-
-
 def test_another_tenant_cannot_replay_a_dead_letter(api, tokens):
     response = api.post(f"/v1/dead-letters/{uuid.uuid4()}/replay",
                         headers=tokens.headers("river-valley-operator"))
@@ -89,7 +77,7 @@ def _start_worker(environment, log_path, hostname):
             start_new_session=True)
 
 
-def test_sigkilled_worker_loses_no_unit(api, tokens, truth, hub_environment, hub_app,  # noqa: F811
+def test_sigkilled_worker_loses_no_unit(api, tokens, truth, hub_environment, hub_app,
                                         demo_administration, tmp_path, celery_worker):
     from app.jobs.dispatch import celery_client
 
@@ -141,7 +129,7 @@ def test_sigkilled_worker_loses_no_unit(api, tokens, truth, hub_environment, hub
     assert statuses == {"done"}
 
 
-def test_reconciler_merges_a_job_whose_merge_was_lost(api, tokens, truth, hub_app):  # noqa: F811
+def test_reconciler_merges_a_job_whose_merge_was_lost(api, tokens, truth, hub_app):
     from datetime import timedelta
 
     from sqlalchemy import update

@@ -23,8 +23,8 @@ from app.problems import PROBLEM_CONTENT_TYPE
 from app.syncs import beat, service
 from app.syncs.models import SyncRun, SyncSchedule
 from app.tenants.models import Tenant
+from tests.fixtures.phi import leaks_in
 from tests.fixtures.processes import wait_until
-from tests.test_phi_leaks import leaks_in, seeded_identifiers  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("demo_tenants", "quiet_schedules")
 
@@ -415,7 +415,7 @@ def test_a_tenant_cannot_run_the_hub_wide_sync_or_another_tenants(api, tokens, h
 
 @pytest.mark.usefixtures("celery_worker", "clean_lookup_state")
 def test_a_failed_run_shows_in_the_api_and_on_metrics_without_a_log(
-        api, tokens, hub, demo_inventory, seeded_identifiers):  # noqa: F811
+        api, tokens, hub, demo_inventory, seeded_identifiers):
     schedule_id = enable(hub, "inventory_snapshot", spec="3600")
     demo_inventory.admin.set_faults(down=True, site=TENANT)
 
@@ -688,7 +688,7 @@ def test_cache_warming_refreshes_recorded_lookups_through_the_lookup_path(hub):
 
 @pytest.mark.usefixtures("celery_worker", "clean_lookup_state")
 def test_the_runs_table_holds_no_phi_after_runs_of_every_kind(
-        api, tokens, hub, demo_inventory, seeded_identifiers):  # noqa: F811
+        api, tokens, hub, demo_inventory, seeded_identifiers):
     _make_lookups_hot(api, tokens, demo_inventory)
     kinds = [("inventory_snapshot", TENANT), ("cache_warming", TENANT),
              ("nightly_counts", TENANT), ("nightly_counts", "lakeside-clinic"),
