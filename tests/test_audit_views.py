@@ -10,6 +10,7 @@ from app.audit.service import PENDING_KEY
 from app.auth.tokens import issue_token
 from app.clients.service import ensure_client, new_client_secret
 from app.tenants.service import ensure_tenant
+from tests.fixtures.problems import assert_problem
 
 
 @dataclass
@@ -78,8 +79,7 @@ def _events(api, tenant: TenantClients, **params) -> list[dict]:
 def test_without_a_token_the_answer_is_401(api):
     response = api.get("/v1/audit-events")
 
-    assert response.status_code == 401
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 401)
 
 
 def test_without_the_audit_read_scope_the_answer_is_403(api, make_tenant):
@@ -180,8 +180,7 @@ def test_bad_parameters_are_422_with_field_errors(api, make_tenant, params, fiel
 
     response = api.get("/v1/audit-events", headers=tenant.admin, query_string=params)
 
-    assert response.status_code == 422
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 422)
     assert field in response.json["errors"]["query"]
 
 

@@ -10,6 +10,7 @@ import pytest
 from app import create_app
 from app.auth.tokens import SigningKeys, issue_token
 from app.clients.service import get_client
+from tests.fixtures.problems import assert_problem
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -121,8 +122,7 @@ def test_requested_subset_of_scopes_is_what_the_token_carries(api, demo_tenants)
 def test_lookup_without_token_is_401_with_bearer_challenge(api):
     response = api.get("/v1/inventory")
 
-    assert response.status_code == 401
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 

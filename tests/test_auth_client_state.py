@@ -15,6 +15,7 @@ from app.clients.models import Client
 from app.clients.service import create_client, disable_client, forget_client_states, get_client
 from app.tenants.models import Tenant
 from app.tenants.service import ensure_tenant
+from tests.fixtures.problems import assert_invalid_token, assert_problem
 from tests.fixtures.processes import free_port, wait_until
 
 JOBS = "/v1/jobs"
@@ -53,12 +54,6 @@ def token_of(app, probe: ProbeClient) -> str:
 
 def list_jobs(app, token: str):
     return app.test_client().get(JOBS, headers={"Authorization": f"Bearer {token}"})
-
-
-def assert_invalid_token(response) -> None:
-    assert response.status_code == 401, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
 def test_disabling_a_client_stops_its_issued_tokens_at_once(hub_app, probe):
@@ -132,8 +127,7 @@ def test_unreachable_client_state_is_503_problem_not_500(hub_settings, migrated_
 
     response = list_jobs(no_database, token)
 
-    assert response.status_code == 503, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 503)
     assert int(response.headers["Retry-After"]) > 0
 
 

@@ -22,6 +22,7 @@ from app.edge.limits import json_nesting_exceeds
 from app.problems import PROBLEM_CONTENT_TYPE
 from app.settings import PROJECT_ROOT, SettingsError, load_settings
 from app.syncs import service as syncs_service
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import free_port, stop_process_group, wait_until
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
@@ -37,14 +38,6 @@ WINDOW = {"since": "2026-11-06T00:00:00Z", "until": "2026-11-07T00:00:00Z"}
 def nested(depth: int) -> str:
     """A JSON document ``depth`` arrays deep."""
     return "[" * depth + "]" * depth
-
-
-def assert_problem(response, status: int) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)[:500]
-    assert response.content_type == PROBLEM_CONTENT_TYPE
-    body = response.json
-    assert body["status"] == status and body["request_id"]
-    return body
 
 
 def submit_job(api, tokens, body: str, **headers: str):

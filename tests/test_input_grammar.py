@@ -10,17 +10,12 @@ from urllib.parse import quote
 import pytest
 
 from app.jobs.schemas import DeadLetterSchema
+from tests.fixtures.problems import problem_fields
 from tests.fixtures.processes import wait_until
 
 EMAR = "north-general-emar"            # reads inventory
 INVENTORY = "north-general-inventory"  # reads administrations
 OPERATOR = "north-general-operator"    # jobs, audit, admin
-
-
-def problem_fields(response, location: str) -> dict:
-    assert response.status_code == 422, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    return response.json["errors"][location]
 
 
 def submit(api, tokens, params: dict):

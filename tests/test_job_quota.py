@@ -14,6 +14,7 @@ from app import create_app
 from app.clients.service import create_client
 from app.jobs.dispatch import celery_client
 from app.tenants.service import get_tenant_by_slug
+from tests.fixtures.problems import assert_retry_later
 from tests.fixtures.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
@@ -80,10 +81,7 @@ def test_one_job_over_the_cap_is_429_with_retry_after_and_reposts_still_answer(
     try:
         over = submit(client, headers, body)
 
-        assert over.status_code == 429
-        assert over.content_type == "application/problem+json"
-        assert int(over.headers["Retry-After"]) > 0
-        assert over.json["type"].endswith("/too-many-active-jobs")
+        assert_retry_later(over, 429, "too-many-active-jobs")
         # The same Idempotency-Key answers its job as before: not a new job, not refused.
         again = submit(client, headers, body, key=first_key)
         assert again.status_code == 200 and again.json["id"] == first.json["id"]

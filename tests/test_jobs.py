@@ -10,6 +10,7 @@ import pytest
 
 from app.canonical.units import canonical_unit
 from tests.fixtures.jobs import FINAL, OPERATOR, finished, full_window, idempotency_key, submit
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
@@ -87,8 +88,7 @@ def test_same_idempotency_key_with_another_body_is_409(api, tokens, truth):
     response = submit(api, tokens, {"type": "dose_reconciliation",
                                     "params": {"window": full_window(truth)}}, key=key)
 
-    assert response.status_code == 409
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 409)
 
 
 @pytest.mark.parametrize("body, field", [

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from app.jobs.models import DeadLetter, Job, JobUnit
 from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
@@ -213,9 +214,7 @@ def test_replaying_a_dead_letter_after_revocation_is_403_without_downstream_call
     response = api.post(f"/v1/dead-letters/{dead_letter}/replay",
                         headers=tokens.headers(OPERATOR))
 
-    assert response.status_code == 403
-    assert response.content_type == "application/problem+json"
-    assert response.json["type"].endswith("/not-entitled")
+    assert_problem(response, 403, "not-entitled")
     assert "administration" in response.json["detail"]
     with hub_app.app_context():
         letter = _session(hub_app).get(DeadLetter, uuid.UUID(dead_letter))

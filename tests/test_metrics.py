@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from app.settings import PROJECT_ROOT
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import free_port, stop_process_group, wait_until
 from tests.fixtures.tenants import TokenBook
 
@@ -47,8 +48,7 @@ def scrape(client) -> str:
 def test_metrics_without_credentials_is_401_problem_with_a_basic_challenge(api):
     response = api.get("/metrics")
 
-    assert response.status_code == 401
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"].startswith('Basic realm="hub-metrics"')
     assert b"hub_requests_total" not in response.data and b"north-general" not in response.data
 
@@ -66,8 +66,7 @@ def test_metrics_with_wrong_credentials_is_401(api, hub_settings, wrong):
 
     response = api.get("/metrics", auth=auth, headers=headers)
 
-    assert response.status_code == 401
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 401)
     assert "WWW-Authenticate" in response.headers
 
 

@@ -19,11 +19,11 @@ from sqlalchemy import select, update
 
 from app.jobs.models import Job
 from app.lookups import hot
-from app.problems import PROBLEM_CONTENT_TYPE
 from app.syncs import beat, service
 from app.syncs.models import SyncRun, SyncSchedule
 from app.tenants.models import Tenant
 from tests.fixtures.phi import leaks_in
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("demo_tenants", "quiet_schedules")
@@ -96,12 +96,6 @@ def listed(api, tokens, client: str = OPERATOR) -> dict[tuple[str, str | None], 
     response = api.get("/v1/admin/syncs", headers=tokens.headers(client))
     assert response.status_code == 200, response.json
     return {(item["sync"], item["tenant"]): item for item in response.json["items"]}
-
-
-def is_problem(response, status: int) -> bool:
-    return (response.status_code == status
-            and response.headers["Content-Type"] == PROBLEM_CONTENT_TYPE
-            and response.json["status"] == status)
 
 
 def sync_samples(api) -> dict[tuple[str, frozenset], float]:
@@ -203,10 +197,10 @@ def test_syncs_need_a_token_with_the_admin_scope(api, tokens, hub, method, path,
     emar = send(url, json=body, headers=tokens.headers("north-general-emar"))
     narrowed = send(url, json=body, headers=tokens.headers(OPERATOR, "jobs:read"))
 
-    assert is_problem(anonymous, 401), anonymous.get_data(as_text=True)
+    assert_problem(anonymous, 401)
     assert "Bearer" in anonymous.headers["WWW-Authenticate"]
     for refused in (emar, narrowed):
-        assert is_problem(refused, 403), refused.get_data(as_text=True)
+        assert_problem(refused, 403)
     assert schedule_row(hub, schedule_id) == before
     assert beat.next_due([entry_name("cache_warming")]) == {entry_name("cache_warming"): None}
 
@@ -219,7 +213,7 @@ def test_a_sync_the_tenant_cannot_see_is_404(api, tokens, hub, schedule_id):
 
     response = get_sync(api, tokens, schedule_id)
 
-    assert is_problem(response, 404), response.get_data(as_text=True)
+    assert_problem(response, 404)
     assert response.json["detail"] == "No such sync."
 
 
@@ -356,7 +350,7 @@ def test_an_invalid_change_is_422_and_changes_nothing(api, tokens, hub, body, fi
 
     response = patch_sync(api, tokens, schedule_id, body)
 
-    assert is_problem(response, 422), response.get_data(as_text=True)
+    assert_problem(response, 422)
     assert field in response.json["errors"]["json"], response.json
     assert schedule_row(hub, schedule_id) == stored
     assert beat.next_due([name]) == due and due[name] is not None
@@ -370,9 +364,9 @@ def test_a_tenant_cannot_change_the_hub_wide_sync_or_another_tenants(api, tokens
     hub_wide = patch_sync(api, tokens, purge_id, {"enabled": False})
     other_tenant = patch_sync(api, tokens, theirs, {"enabled": True})
 
-    assert is_problem(hub_wide, 403), hub_wide.get_data(as_text=True)
+    assert_problem(hub_wide, 403)
     assert hub_wide.json["type"].endswith("/hub-wide-sync")
-    assert is_problem(other_tenant, 404), other_tenant.get_data(as_text=True)
+    assert_problem(other_tenant, 404)
     assert {purge_id: schedule_row(hub, purge_id), theirs: schedule_row(hub, theirs)} == before
     assert beat.next_due([entry_name("retention_purge", "hub")])[
         entry_name("retention_purge", "hub")] is not None
@@ -408,9 +402,9 @@ def test_a_tenant_cannot_run_the_hub_wide_sync_or_another_tenants(api, tokens, h
     hub_wide = api.post(f"/v1/admin/syncs/{purge_id}/run", headers=tokens.headers(OPERATOR))
     other_tenant = api.post(f"/v1/admin/syncs/{theirs}/run", headers=tokens.headers(OPERATOR))
 
-    assert is_problem(hub_wide, 403), hub_wide.get_data(as_text=True)
+    assert_problem(hub_wide, 403)
     assert hub_wide.json["type"].endswith("/hub-wide-sync")
-    assert is_problem(other_tenant, 404), other_tenant.get_data(as_text=True)
+    assert_problem(other_tenant, 404)
 
 
 @pytest.mark.usefixtures("celery_worker", "clean_lookup_state")
