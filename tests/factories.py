@@ -1,4 +1,7 @@
-"""Factories of canonical records, shaped like the demo hospitals' data and checked by the schemas.
+"""Factories of the records and rows tests need: canonical records, audit records, and
+database rows (tenants, clients, jobs, job units, dead letters, sync runs).
+
+Canonical records are shaped like the demo hospitals' data and checked by the schemas.
 
 Each factory returns what a connector hands on (``app.connectors.base.checked``): JSON-ready
 canonical values (dates and times as ISO text) that the canonical schema validates without
@@ -10,17 +13,30 @@ override is written as ISO text)::
 Every identifier is synthetic, in the demo systems' formats (``NGH-A000004711``, ``MRN48213377``,
 ``RN20481``, barcodes ``30…``, the demo formulary's made-up NDCs), so tests that scan sinks for
 PHI can seed these values and search for them.
+
+Row factories add a row with working defaults to the session they are given and flush it, so it
+has its id; the caller commits. Override any column by name::
+
+    job = job_row(session, tenant_id=tenant.id, status="failed")
+    job_unit_row(session, job, unit="ED-1", status="failed")
 """
 
 from __future__ import annotations
 
 import copy
-from datetime import date
+import uuid
+from datetime import UTC, date, datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError
 
+from app.audit.records import AuditRecord
 from app.canonical.schemas import AdministrationSchema, ContainerOriginSchema
+from app.clients.models import Client
+from app.clients.service import create_client
+from app.jobs.models import DeadLetter, Job, JobUnit
+from app.syncs.models import SyncRun
+from app.tenants.models import Product, Tenant
 
 _ADMINISTRATION: dict[str, Any] = {
     "administration_id": "NGH-A000004711",
@@ -88,3 +104,71 @@ def canonical_container(**overrides: Any) -> dict[str, Any]:
     container = canonical_container_origin(**overrides)
     del container["movements"]
     return container
+
+
+# When the audit events audit_record makes happened, unless told otherwise.
+AUDITED_AT = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+
+
+def audit_record(**overrides: Any) -> AuditRecord:
+    """An audit event of an authenticated lookup; override any field."""
+    fields = {"request_id": uuid.uuid4().hex, "operation": "lookups.list_administrations",
+              "outcome": "success", "status_code": 200, "occurred_at": AUDITED_AT,
+              "tenant_id": str(uuid.uuid4()), "client_id": "north-general-emar",
+              "resource_type": "administrations", "target_system": "administration",
+              "latency_ms": 12}
+    return AuditRecord(**{**fields, **overrides})
+
+
+def _added(session, row):
+    session.add(row)
+    session.flush()
+    return row
+
+
+def tenant_row(session, *, slug: str = "test", **overrides: Any) -> Tenant:
+    """Add a tenant whose slug is ``slug`` plus a random suffix (tenants outlive tests)."""
+    slug = f"{slug}-{uuid.uuid4().hex[:8]}"
+    return _added(session, Tenant(**{"slug": slug, "name": f"Hospital {slug}", **overrides}))
+
+
+def client_row(session, *, tenant: Tenant, scopes: list[str], client_id: str | None = None,
+               product: Product | None = None) -> tuple[Client, str]:
+    """Add a client of ``tenant`` with ``scopes`` through the clients service (which hashes its
+    fresh secret); return it and the secret. The id defaults to the tenant's slug plus a
+    random suffix."""
+    return create_client(db_session=session, tenant=tenant, product=product, scopes=scopes,
+                         client_id=client_id or f"{tenant.slug}-{uuid.uuid4().hex[:8]}")
+
+
+def job_row(session, *, tenant_id: uuid.UUID, **overrides: Any) -> Job:
+    """Add a finished one-unit administration_counts job of the tenant."""
+    fields = {"type": "administration_counts", "status": "succeeded",
+              "params": {"window": {"since": "2026-11-01T00:00:00Z",
+                                    "until": "2026-11-02T00:00:00Z"},
+                         "group_by": ["unit", "medication"]},
+              "idempotency_key": f"factory-{uuid.uuid4()}", "units_total": 1, "units_done": 1}
+    return _added(session, Job(**{**fields, "tenant_id": tenant_id, **overrides}))
+
+
+def job_unit_row(session, job: Job, **overrides: Any) -> JobUnit:
+    """Add a unit (ICU-1, done) of ``job``."""
+    return _added(session, JobUnit(**{"unit": "ICU-1", "status": "done", "job_id": job.id,
+                                      **overrides}))
+
+
+def dead_letter_row(session, job: Job, **overrides: Any) -> DeadLetter:
+    """Add an open dead letter of a unit of ``job`` (ICU-1) that exhausted its retries."""
+    fields = {"task_name": "hub.io.run_job_unit", "unit": "ICU-1", "attempts": 4,
+              "error": "DownstreamUnavailable", "status": "open"}
+    return _added(session, DeadLetter(**{**fields, "tenant_id": job.tenant_id, "job_id": job.id,
+                                         **overrides}))
+
+
+def sync_run_row(session, *, schedule_id: uuid.UUID, started_at: datetime,
+                 **overrides: Any) -> SyncRun:
+    """Add a finished, succeeded run of the sync ``schedule_id`` that started at
+    ``started_at``."""
+    fields = {"outcome": "succeeded", "finished_at": started_at}
+    return _added(session, SyncRun(**{**fields, "schedule_id": schedule_id,
+                                      "started_at": started_at, **overrides}))

@@ -8,8 +8,7 @@ import pytest
 
 from app.audit.service import PENDING_KEY
 from app.auth.tokens import issue_token
-from app.clients.service import ensure_client, new_client_secret
-from app.tenants.service import ensure_tenant
+from tests.factories import client_row, tenant_row
 from tests.fixtures.problems import assert_problem
 
 
@@ -40,14 +39,12 @@ def make_tenant(hub_app):
     hub.redis.delete(PENDING_KEY)
 
     def make() -> TenantClients:
-        slug = f"audit-{uuid.uuid4().hex[:10]}"
         with hub_app.app_context():
             session = hub.database.session
-            tenant = ensure_tenant(db_session=session, slug=slug, name=f"Hospital {slug}")
+            tenant = tenant_row(session, slug="audit")
+            slug = tenant.slug
             for suffix, scopes in (("admin", ["audit:read"]), ("reader", ["inventory:read"])):
-                ensure_client(db_session=session, client_id=f"{slug}-{suffix}", tenant=tenant,
-                              product=None, name=suffix, scopes=scopes,
-                              secret=new_client_secret())
+                client_row(session, tenant=tenant, client_id=f"{slug}-{suffix}", scopes=scopes)
             session.commit()
             return TenantClients(
                 tenant_id=str(tenant.id),

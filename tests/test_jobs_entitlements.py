@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import func, select
 
 from app.jobs.models import DeadLetter, Job, JobUnit
+from tests.factories import dead_letter_row, job_row, job_unit_row
 from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
+from tests.fixtures.tenants import new_client
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
@@ -133,25 +135,6 @@ def test_revoking_the_product_refuses_a_running_jobs_remaining_units_without_dow
         (OPERATOR, 403, "denied", "jobs")}
 
 
-def _new_operator_client(hub_app, api) -> tuple[str, dict]:
-    """A fresh operator client of the tenant (so disabling it spares the shared demo clients);
-    returns its id and the headers of a token it got from the token endpoint."""
-    from app.clients.service import create_client
-    from app.tenants.service import get_tenant_by_slug
-
-    client_id = f"{TENANT}-ops-{uuid.uuid4().hex[:8]}"
-    with hub_app.app_context():
-        session = _session(hub_app)
-        _, secret = create_client(db_session=session, client_id=client_id,
-                                  tenant=get_tenant_by_slug(db_session=session, slug=TENANT),
-                                  product=None, scopes=["jobs:read", "jobs:write"])
-        session.commit()
-    token = api.post("/v1/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
-    assert token.status_code == 200, token.json
-    return client_id, {"Authorization": f"Bearer {token.json['access_token']}"}
-
-
 class _ClientTokens:
     """A token book of one client, shaped like the ``tokens`` fixture for ``submit``."""
 
@@ -164,7 +147,7 @@ class _ClientTokens:
 
 def test_disabling_the_submitting_client_refuses_its_jobs_remaining_units(
         api, tokens, truth, hub_app, demo_administration):
-    client_id, headers = _new_operator_client(hub_app, api)
+    client_id, headers = new_client(hub_app)
     job_id, units = _slow_job(api, _ClientTokens(headers), truth, hub_app, demo_administration,
                               client=client_id)
 
@@ -188,20 +171,11 @@ def dead_letter(hub_app):
     with hub_app.app_context():
         session = _session(hub_app)
         client = get_client(db_session=session, client_id=OPERATOR)
-        job = Job(tenant_id=client.tenant_id, client_id=client.id, type="administration_counts",
-                  params={"window": {"since": "2026-11-01T00:00:00Z",
-                                     "until": "2026-11-02T00:00:00Z"},
-                          "group_by": ["unit", "medication"]},
-                  status="failed", idempotency_key=f"dead-letter-{uuid.uuid4()}",
-                  units_total=1, error="1 of 1 units failed after retries")
-        session.add(job)
-        session.flush()
-        session.add(JobUnit(job_id=job.id, unit="ED-1", status="failed", attempts=4,
-                            error="DownstreamUnavailable"))
-        letter = DeadLetter(task_name="hub.io.run_job_unit", tenant_id=job.tenant_id,
-                            job_id=job.id, unit="ED-1", attempts=4,
-                            error="DownstreamUnavailable", status="open")
-        session.add(letter)
+        job = job_row(session, tenant_id=client.tenant_id, client_id=client.id, status="failed",
+                      units_done=0, error="1 of 1 units failed after retries")
+        job_unit_row(session, job, unit="ED-1", status="failed", attempts=4,
+                     error="DownstreamUnavailable")
+        letter = dead_letter_row(session, job, unit="ED-1")
         session.commit()
         return str(letter.id)
 
