@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from tests.fixtures.cli import hub_cli
 from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
 from tests.fixtures.phi import leaks_in
 from tests.fixtures.processes import wait_until
@@ -16,12 +17,7 @@ pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
 @pytest.fixture
 def cli(hub_app):
-    runner = hub_app.test_cli_runner()
-
-    def invoke(*args: str):
-        return runner.invoke(args=["hub", "dead-letters", *args], catch_exceptions=False)
-
-    return invoke
+    return hub_cli(hub_app, "dead-letters")
 
 
 def _line_of(output: str, job_id: str) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from app.jobs.models import DeadLetter, Job, JobUnit
 from tests.factories import dead_letter_row, job_row, job_unit_row
+from tests.fixtures.cli import hub_cli
 from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
@@ -151,7 +152,7 @@ def test_disabling_the_submitting_client_refuses_its_jobs_remaining_units(
     job_id, units = _slow_job(api, _ClientTokens(headers), truth, hub_app, demo_administration,
                               client=client_id)
 
-    disabled = hub_app.test_cli_runner().invoke(args=["hub", "clients", "disable", client_id])
+    disabled = hub_cli(hub_app, "clients")("disable", client_id)
 
     assert disabled.exit_code == 0, disabled.output
     job = finished(api, tokens, job_id, timeout=60)  # the tenant's operator may still look
@@ -201,7 +202,7 @@ def test_replaying_from_the_cli_after_revocation_fails_clearly(
         hub_app, administration_entitlement, dead_letter):
     administration_entitlement()  # revoke
 
-    result = hub_app.test_cli_runner().invoke(args=["hub", "dead-letters", "replay", dead_letter])
+    result = hub_cli(hub_app, "dead-letters")("replay", dead_letter)
 
     assert result.exit_code == 1
     assert "not entitled to the administration product" in result.output

@@ -22,6 +22,7 @@ from app.lookups import hot
 from app.syncs import beat, service
 from app.syncs.models import SyncRun, SyncSchedule
 from app.tenants.models import Tenant
+from tests.fixtures.cli import hub_cli
 from tests.fixtures.phi import leaks_in
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
@@ -532,12 +533,7 @@ def test_a_tenant_sees_the_hub_wide_purges_health_but_not_its_report(api, tokens
 
 @pytest.fixture
 def cli(hub_app):
-    runner = hub_app.test_cli_runner()
-
-    def invoke(*args: str):
-        return runner.invoke(args=["hub", "syncs", *args], catch_exceptions=False)
-
-    return invoke
+    return hub_cli(hub_app, "syncs")
 
 
 def test_cli_lists_every_tenants_syncs(cli, hub):
