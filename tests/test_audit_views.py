@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.audit.service import PENDING_KEY
-from app.auth.tokens import issue_token
 from tests.factories import client_row, tenant_row
 from tests.fixtures.problems import assert_problem
+from tests.fixtures.tenants import minted_token
 
 
 @dataclass
@@ -24,11 +24,8 @@ class TenantClients:
 
 
 def _bearer(hub, *, tenant, client_id: str, scopes: list[str]) -> dict:
-    settings = hub.settings
-    token = issue_token(keys=hub.signing_keys, issuer=settings.hub_jwt_issuer,
-                        audience=settings.hub_jwt_audience, ttl_seconds=300,
-                        tenant_id=str(tenant.id), tenant=tenant.slug, client_id=client_id,
-                        product=None, scopes=scopes)
+    token = minted_token(hub, tenant_id=str(tenant.id), tenant=tenant.slug, client_id=client_id,
+                         scopes=scopes)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -3,7 +3,6 @@ failed client authentications per client id and per address, whichever way crede
 sent; all counted in the real Redis, keyed so no caller input lands there; over a limit a 429
 problem+json with Retry-After."""
 
-import base64
 from dataclasses import replace
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from app import create_app
 from tests.fixtures.phi import redis_dump
 from tests.fixtures.problems import assert_retry_later
+from tests.fixtures.tenants import basic_auth
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -139,16 +139,12 @@ def guarded_api(guarded_app):
     return guarded_app.test_client()
 
 
-def basic(client_id: str, secret: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
-
-
 def token_attempt(api, *, client_id, secret, address, via_basic):
     """A token request from ``address`` with credentials in HTTP Basic or in the body."""
     form = {"grant_type": "client_credentials"}
     headers = {}
     if via_basic:
-        headers = basic(client_id, secret)
+        headers = basic_auth(client_id, secret)
     else:
         form.update(client_id=client_id, client_secret=secret)
     return api.post("/v1/oauth/token", data=form, headers=headers,
@@ -196,19 +192,19 @@ def test_basic_credentials_beside_a_rotated_body_client_id_gain_nothing(guarded_
     # The old bypass: the limiter keyed by the body's client id while Basic authenticated.
     for attempt in range(FAILURES_PER_CLIENT + 2):
         response = guarded_api.post(
-            "/v1/oauth/token", headers=basic(INVENTORY, f"guess-{attempt}"),
+            "/v1/oauth/token", headers=basic_auth(INVENTORY, f"guess-{attempt}"),
             data={"grant_type": "client_credentials", "client_id": f"decoy-{attempt}"},
             environ_base={"REMOTE_ADDR": f"192.0.2.{100 + attempt}"})
         assert response.status_code == 400 and response.json["error"] == "invalid_request"
 
     # Basic alone is counted by the Basic client id, whatever the address.
     for attempt in range(FAILURES_PER_CLIENT):
-        guessed = guarded_api.post("/v1/oauth/token", headers=basic(INVENTORY, "guess"),
+        guessed = guarded_api.post("/v1/oauth/token", headers=basic_auth(INVENTORY, "guess"),
                                    data={"grant_type": "client_credentials"},
                                    environ_base={"REMOTE_ADDR": f"192.0.2.{150 + attempt}"})
         assert guessed.status_code == 401
     assert_too_many_requests(guarded_api.post(
-        "/v1/oauth/token", headers=basic(INVENTORY, "guess"),
+        "/v1/oauth/token", headers=basic_auth(INVENTORY, "guess"),
         data={"grant_type": "client_credentials"}, environ_base={"REMOTE_ADDR": "192.0.2.199"}))
 
 
