@@ -13,7 +13,7 @@ from app.clients.service import ensure_client, new_client_secret
 from app.tenants.service import get_tenant_by_slug
 from devstack.demo_tenants import DemoCredential
 from tests.fixtures.processes import wait_until
-from tests.fixtures.tenants import TokenBook
+from tests.fixtures.tenants import TokenBook, hub_redis
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -24,10 +24,6 @@ READER = "north-general-test-inventory-reader"  # an operator client that may re
 ADMINISTRATIONS = "/v1/administrations?unit=ICU-3&page_size=5"
 KEY_PATTERN = re.compile(r"customer:(?P<tenant>[a-z0-9-]+):product:(?P<system>[a-z]+):"
                          r"resource:(?P<type>[a-z_]+):(?P<hash>[0-9a-f]{32})")
-
-
-def hub_redis(app):
-    return app.extensions["hub"].redis
 
 
 def cache_keys(app) -> list[str]:
@@ -51,13 +47,10 @@ def short_ttl_tokens(short_ttl_app, demo_tenants) -> TokenBook:
 
 
 @pytest.fixture
-def short_ttl_api(short_ttl_app, hub_app, monkeypatch):
+def short_ttl_api(short_ttl_app, own_breakers, monkeypatch):
     """A test client of ``short_ttl_app``; the breaker state it leaves in Redis does not
     outlive the test."""
-    yield short_ttl_app.test_client()
-    breaker_keys = list(hub_redis(hub_app).scan_iter(match="hub:breaker:*"))
-    if breaker_keys:
-        hub_redis(hub_app).delete(*breaker_keys)
+    return short_ttl_app.test_client()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from app import create_app
 from app.settings import PROJECT_ROOT
 from tests.fixtures.problems import assert_problem, assert_retry_later
 from tests.fixtures.processes import wait_until
-from tests.fixtures.tenants import TokenBook
+from tests.fixtures.tenants import TokenBook, hub_redis
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -41,10 +41,6 @@ def build_app(hub_settings, **overrides):
     return app
 
 
-def hub_redis(app):
-    return app.extensions["hub"].redis
-
-
 def breaker_state(app) -> str | None:
     return hub_redis(app).get(f"{BREAKER}:pybreaker:state")
 
@@ -61,15 +57,6 @@ def fast_app(hub_settings, migrated_database):
 @pytest.fixture(scope="module")
 def fast_tokens(fast_app, demo_tenants) -> TokenBook:
     return TokenBook(fast_app, demo_tenants)
-
-
-@pytest.fixture
-def own_breakers(hub_app):
-    """No breaker state left in Redis after the test."""
-    yield
-    breaker_keys = list(hub_redis(hub_app).scan_iter(match="hub:breaker:*"))
-    if breaker_keys:
-        hub_redis(hub_app).delete(*breaker_keys)
 
 
 @pytest.fixture
