@@ -4,15 +4,14 @@ value, and values that hold only PHI-minimized answers. Real Redis, demo systems
 
 import json
 import re
-from dataclasses import replace
 
 import pytest
 
-from app import create_app
 from app.clients.service import ensure_client, new_client_secret
 from app.tenants.service import get_tenant_by_slug
 from devstack.demo_tenants import DemoCredential
 from tests.fixtures.processes import wait_until
+from tests.fixtures.services import hub_app_with
 from tests.fixtures.tenants import TokenBook, hub_redis
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
@@ -33,12 +32,10 @@ def cache_keys(app) -> list[str]:
 @pytest.fixture(scope="module")
 def short_ttl_app(hub_settings, migrated_database):
     """The hub with every cached lookup fresh for 1 s."""
-    app = create_app(replace(
+    return hub_app_with(
         hub_settings, hub_cache_ttls="administrations=1,container_origin=1,inventory=1",
         hub_breaker_failures=2, hub_breaker_reset_seconds=2, hub_downstream_attempts=2,
-        hub_downstream_read_timeout=0.5))
-    app.config["TESTING"] = True
-    return app
+        hub_downstream_read_timeout=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,15 @@ keep their own quota; a finished or cancelled job frees a slot."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import datetime
 
 import pytest
 
-from app import create_app
 from app.jobs.dispatch import celery_client
 from tests.fixtures.jobs import FINAL
 from tests.fixtures.problems import assert_retry_later
 from tests.fixtures.processes import wait_until
+from tests.fixtures.services import hub_app_with
 from tests.fixtures.tenants import new_client
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
@@ -22,9 +21,7 @@ pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 @pytest.fixture
 def capped_app(hub_settings, migrated_database, demo_tenants):
     """The hub with a quota of two active jobs per client."""
-    app = create_app(replace(hub_settings, hub_max_active_jobs_per_client=2))
-    app.config["TESTING"] = True
-    return app
+    return hub_app_with(hub_settings, hub_max_active_jobs_per_client=2)
 
 
 def job_body(demo_administration) -> dict:

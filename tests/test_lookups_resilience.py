@@ -14,14 +14,13 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import pytest
 
-from app import create_app
 from app.settings import PROJECT_ROOT
 from tests.fixtures.problems import assert_problem, assert_retry_later
 from tests.fixtures.processes import wait_until
+from tests.fixtures.services import hub_app_with
 from tests.fixtures.tenants import TokenBook, hub_redis
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
@@ -36,9 +35,7 @@ FAST = {"hub_cache_ttls": "administrations=1,container_origin=1,inventory=1",
 
 
 def build_app(hub_settings, **overrides):
-    app = create_app(replace(hub_settings, **{**FAST, **overrides}))
-    app.config["TESTING"] = True
-    return app
+    return hub_app_with(hub_settings, **{**FAST, **overrides})
 
 
 def breaker_state(app) -> str | None:

@@ -3,13 +3,12 @@ failed client authentications per client id and per address, whichever way crede
 sent; all counted in the real Redis, keyed so no caller input lands there; over a limit a 429
 problem+json with Retry-After."""
 
-from dataclasses import replace
 
 import pytest
 
-from app import create_app
 from tests.fixtures.phi import redis_dump
 from tests.fixtures.problems import assert_retry_later
+from tests.fixtures.services import hub_app_with
 from tests.fixtures.tenants import basic_auth
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
@@ -27,10 +26,8 @@ def limited_app(hub_settings, migrated_database):
     """The hub allowing each client 5 lookups and 3 token requests a minute. Bearer tokens come
     from the session app (same signing keys), so only the token requests a test makes itself
     count against this app's token limit."""
-    app = create_app(replace(hub_settings, hub_rate_limit=f"{LOOKUP_LIMIT}/minute",
-                             hub_token_rate_limit=f"{TOKEN_LIMIT}/minute"))
-    app.config["TESTING"] = True
-    return app
+    return hub_app_with(hub_settings, hub_rate_limit=f"{LOOKUP_LIMIT}/minute",
+                        hub_token_rate_limit=f"{TOKEN_LIMIT}/minute")
 
 
 @pytest.fixture
@@ -127,11 +124,9 @@ FAILURES_PER_ADDRESS = 5
 def guarded_app(hub_settings, migrated_database):
     """The hub allowing 3 failed client authentications per client id and 5 per address a
     minute, and plenty of token requests."""
-    app = create_app(replace(hub_settings, hub_token_rate_limit="50/minute",
-                             hub_token_failures_per_client=f"{FAILURES_PER_CLIENT}/minute",
-                             hub_token_failures_per_address=f"{FAILURES_PER_ADDRESS}/minute"))
-    app.config["TESTING"] = True
-    return app
+    return hub_app_with(hub_settings, hub_token_rate_limit="50/minute",
+                        hub_token_failures_per_client=f"{FAILURES_PER_CLIENT}/minute",
+                        hub_token_failures_per_address=f"{FAILURES_PER_ADDRESS}/minute")
 
 
 @pytest.fixture
