@@ -8,9 +8,8 @@ import uuid
 import pytest
 
 from tests.fixtures.cli import hub_cli
-from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
+from tests.fixtures.jobs import OPERATOR, finished, full_window, job_in_status, submit, warm_unit_catalogue
 from tests.fixtures.phi import leaks_in
-from tests.fixtures.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
@@ -52,10 +51,7 @@ def test_list_then_replay_a_dead_letter_from_the_cli(
 
     assert replayed.exit_code == 0, replayed.output
     assert replayed.output.strip() == f"replaying unit ED-1 of job {job_id}"
-    wait_until(lambda: api.get(f"/v1/jobs/{job_id}", headers=tokens.headers(OPERATOR)
-                               ).json["status"] == "succeeded", timeout=30, interval=0.2,
-               description="the replayed job to succeed")
-    job = api.get(f"/v1/jobs/{job_id}", headers=tokens.headers(OPERATOR)).json
+    job = job_in_status(api, tokens, job_id, {"succeeded"}, timeout=30)
     assert job["progress"] == {"units_done": 1, "units_total": 1} and job["error"] is None
     assert job["failed_units"] == [] and job["result"]["records"] > 0
     assert job_id not in cli("list").output  # no longer open

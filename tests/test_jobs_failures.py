@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.jobs.models import JobUnit
 from app.settings import PROJECT_ROOT
-from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
+from tests.fixtures.jobs import OPERATOR, finished, full_window, job_in_status, submit, warm_unit_catalogue
 from tests.fixtures.processes import stop_process_group, wait_until
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
@@ -49,10 +49,7 @@ def test_failing_units_retry_then_dead_letter_and_replay_finishes_the_job(
         assert replayed.status_code == 202
 
     # Each replay merges again; the job is failed until the last missing unit is in.
-    wait_until(lambda: api.get(f"/v1/jobs/{job_id}", headers=tokens.headers(OPERATOR)
-                               ).json["status"] == "succeeded", timeout=60, interval=0.2,
-               description="the replayed job to succeed")
-    job = api.get(f"/v1/jobs/{job_id}", headers=tokens.headers(OPERATOR)).json
+    job = job_in_status(api, tokens, job_id, {"succeeded"}, timeout=60)
     expected = sum(row["count"] for row in truth["administration"]["by_site_ward_ndc11_date"]
                    if row["ward"] in ("ICU1", "ICU2"))
     assert sum(group["count"] for group in job["result"]["groups"]) == expected

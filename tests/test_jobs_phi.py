@@ -17,6 +17,7 @@ from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from tests.fixtures.jobs import OPERATOR, finished, full_window, submit
 from tests.fixtures.phi import leaks_in, redis_dump
 from tests.fixtures.processes import wait_until
+from tests.fixtures.tenants import forget_breakers
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -59,10 +60,7 @@ def scanned_jobs(flower, hub_app, tokens, truth, demo_inventory, demo_administra
     success while Flower listens, and wait until Flower has seen every task of both."""
     for server in (demo_inventory, demo_administration):
         server.admin.clear_faults()
-    redis_client = hub_app.extensions["hub"].redis
-    breakers = list(redis_client.scan_iter(match="hub:breaker:*"))
-    if breakers:
-        redis_client.delete(*breakers)
+    forget_breakers(hub_app)
     api = hub_app.test_client()
     # The full 14-day window: its bounds lie after every seeded birth date, so a date in the
     # job's params can never be mistaken for a leaked date of birth.

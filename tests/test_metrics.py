@@ -14,7 +14,7 @@ from app import create_app
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
 from tests.fixtures.services import running_gunicorn
-from tests.fixtures.tenants import TokenBook
+from tests.fixtures.tenants import TokenBook, forget_breakers
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -148,10 +148,7 @@ def test_metrics_show_the_circuit_breaker_open(hub_settings, migrated_database, 
             assert metric(after, "hub_downstream_errors_total", **labels) == metric(
                 before, "hub_downstream_errors_total", **labels) + added
     finally:
-        redis_client = hub_app.extensions["hub"].redis
-        breaker_keys = list(redis_client.scan_iter(match="hub:breaker:*"))
-        if breaker_keys:
-            redis_client.delete(*breaker_keys)
+        forget_breakers(hub_app)
 
 
 # --- several gunicorn workers ---------------------------------------------------------------
