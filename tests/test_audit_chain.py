@@ -26,7 +26,7 @@ from app.audit.chain import (
 )
 from app.audit.models import AuditEvent
 from app.audit.records import AuditRecord, outcome_for
-from tests.factories import AUDITED_AT, audit_record
+from tests.fixtures.factories import AUDITED_AT, audit_record
 
 T0 = AUDITED_AT  # when audit_record's events happen
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.audit.service import PENDING_KEY
-from tests.factories import client_row, tenant_row
+from tests.fixtures.factories import client_row, tenant_row
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.tenants import minted_token
 

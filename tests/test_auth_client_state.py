@@ -14,7 +14,7 @@ from app.clients.models import Client
 from app.clients.service import disable_client, forget_client_states, get_client
 from app.tenants.models import Tenant
 from app.tenants.service import ensure_tenant
-from tests.factories import client_row, tenant_row
+from tests.fixtures.factories import client_row, tenant_row
 from tests.fixtures.problems import assert_invalid_token, assert_problem
 from tests.fixtures.processes import free_port, wait_until
 from tests.fixtures.tenants import client_token

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.jobs.models import DeadLetter, Job, JobUnit
-from tests.factories import dead_letter_row, job_row, job_unit_row
 from tests.fixtures.cli import hub_cli
+from tests.fixtures.factories import dead_letter_row, job_row, job_unit_row
 from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until

@@ -16,7 +16,7 @@ from app.jobs.models import Job, JobResult, JobUnit
 from app.maintenance.service import purge_expired
 from app.syncs import service
 from app.syncs.models import SyncRun, SyncSchedule
-from tests.factories import audit_record, job_row, job_unit_row, sync_run_row, tenant_row
+from tests.fixtures.factories import audit_record, job_row, job_unit_row, sync_run_row, tenant_row
 from tests.fixtures.processes import wait_until
 
 NOW = datetime(2026, 11, 24, 3, 15, tzinfo=UTC)

@@ -25,7 +25,7 @@ from app.phi.policy import minimize
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.phi.redaction import PhiScrubFilter
 from app.settings import PROJECT_ROOT
-from tests.factories import canonical_administration
+from tests.fixtures.factories import canonical_administration
 from tests.fixtures.problems import assert_problem
 
 NORTH = Pseudonymizer(tenant_pseudonym_key("test-master-key-not-a-real-secret-0123456789",
