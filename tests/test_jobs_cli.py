@@ -8,14 +8,7 @@ import uuid
 import pytest
 
 from tests.fixtures.cli import hub_cli
-from tests.fixtures.jobs import (
-    OPERATOR,
-    finished,
-    full_window,
-    job_in_status,
-    submit,
-    warm_unit_catalogue,
-)
+from tests.fixtures.jobs import OPERATOR, finished, full_window, job_in_status, submit, warm_unit_catalogue
 from tests.fixtures.phi import leaks_in
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")

@@ -15,14 +15,7 @@ from sqlalchemy import select
 
 from app.jobs.models import JobUnit
 from app.settings import PROJECT_ROOT
-from tests.fixtures.jobs import (
-    OPERATOR,
-    finished,
-    full_window,
-    job_in_status,
-    submit,
-    warm_unit_catalogue,
-)
+from tests.fixtures.jobs import OPERATOR, finished, full_window, job_in_status, submit, warm_unit_catalogue
 from tests.fixtures.processes import stop_process_group, wait_until
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
