@@ -7,11 +7,10 @@ session's: SQLite or PostgreSQL), so the session's chain stays intact for every 
 import threading
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,44 +26,9 @@ from app.audit.chain import (
 )
 from app.audit.models import AuditEvent
 from app.audit.records import AuditRecord, outcome_for
-from app.database import make_engine, upgrade_schema
+from tests.fixtures.factories import AUDITED_AT, audit_record
 
-T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
-
-
-def audit_record(**overrides) -> AuditRecord:
-    """An audit event of an authenticated lookup; override any field."""
-    fields = {"request_id": uuid.uuid4().hex, "operation": "lookups.list_administrations",
-              "outcome": "success", "status_code": 200, "occurred_at": T0,
-              "tenant_id": str(uuid.uuid4()), "client_id": "north-general-emar",
-              "resource_type": "administrations", "target_system": "administration",
-              "latency_ms": 12}
-    return AuditRecord(**{**fields, **overrides})
-
-
-@pytest.fixture
-def audit_db(database_url, tmp_path):
-    """An engine on a fresh database migrated to head, dropped afterwards."""
-    if not database_url.startswith("postgresql"):
-        url, drop = f"sqlite:///{tmp_path / 'audit.db'}", None
-    else:
-        server = make_url(database_url)
-        name = f"hub_audit_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        url = server.set(database=name).render_as_string(hide_password=False)
-
-        def drop():
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-    upgrade_schema(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-    if drop:
-        drop()
+T0 = AUDITED_AT  # when audit_record's events happen
 
 
 def _append(engine, records) -> int:
@@ -101,13 +65,13 @@ def test_outcome_follows_the_status_code(status, outcome):
     assert outcome_for(status) == outcome
 
 
-def test_record_json_round_trips_and_hashes_the_same_after_storage(audit_db):
+def test_record_json_round_trips_and_hashes_the_same_after_storage(fresh_engine):
     record = audit_record(occurred_at=datetime(2026, 11, 24, 11, 30, 1, 123456,
                                                tzinfo=timezone(timedelta(hours=1))))
     assert AuditRecord.from_json(record.to_json()) == record
 
-    _append(audit_db, [record])
-    with Session(audit_db) as session:
+    _append(fresh_engine, [record])
+    with Session(fresh_engine) as session:
         row = session.scalars(select(AuditEvent)).one()
         stored = AuditRecord.from_row(row)
 
@@ -116,48 +80,48 @@ def test_record_json_round_trips_and_hashes_the_same_after_storage(audit_db):
     assert row.row_hash == chain_hash(GENESIS_HASH, record)
 
 
-def test_appended_rows_form_a_valid_chain(audit_db):
+def test_appended_rows_form_a_valid_chain(fresh_engine):
     records = [audit_record(occurred_at=T0 + timedelta(seconds=n)) for n in range(5)]
 
-    assert _append(audit_db, records[:3]) == 3
-    assert _append(audit_db, records[3:]) == 2
+    assert _append(fresh_engine, records[:3]) == 3
+    assert _append(fresh_engine, records[3:]) == 2
 
-    with Session(audit_db) as session:
+    with Session(fresh_engine) as session:
         rows = list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
     assert [str(row.event_id) for row in rows] == [record.event_id for record in records]
     assert rows[0].prev_hash == GENESIS_HASH
     assert all(later.prev_hash == earlier.row_hash
                for earlier, later in zip(rows, rows[1:], strict=False))
-    assert _verify(audit_db) == ChainReport(ok=True, rows_checked=5, first_broken_id=None,
+    assert _verify(fresh_engine) == ChainReport(ok=True, rows_checked=5, first_broken_id=None,
                                             anchor=GENESIS_HASH)
 
 
-def test_events_already_stored_are_skipped(audit_db):
+def test_events_already_stored_are_skipped(fresh_engine):
     records = [audit_record() for _ in range(3)]
-    _append(audit_db, records[:2])
+    _append(fresh_engine, records[:2])
 
-    assert _append(audit_db, records + [records[0]]) == 1
+    assert _append(fresh_engine, records + [records[0]]) == 1
 
-    assert len(_ids(audit_db)) == 3
-    assert _verify(audit_db).ok
+    assert len(_ids(fresh_engine)) == 3
+    assert _verify(fresh_engine).ok
 
 
-def test_a_deleted_middle_row_breaks_the_chain_at_the_next_row(audit_db):
-    _append(audit_db, [audit_record() for _ in range(5)])
-    ids = _ids(audit_db)
+def test_a_deleted_middle_row_breaks_the_chain_at_the_next_row(fresh_engine):
+    _append(fresh_engine, [audit_record() for _ in range(5)])
+    ids = _ids(fresh_engine)
 
-    _delete_row(audit_db, ids[2])
+    _delete_row(fresh_engine, ids[2])
 
-    report = _verify(audit_db)
+    report = _verify(fresh_engine)
     assert (report.ok, report.first_broken_id, report.rows_checked) == (False, ids[3], 3)
 
 
-def test_an_edited_field_is_reported_at_its_row(audit_db):
-    _append(audit_db, [audit_record() for _ in range(4)])
-    ids = _ids(audit_db)
+def test_an_edited_field_is_reported_at_its_row(fresh_engine):
+    _append(fresh_engine, [audit_record() for _ in range(4)])
+    ids = _ids(fresh_engine)
     # Someone with DDL rights can switch the guard off; the chain still gives them away.
-    with Session(audit_db) as session:
-        if audit_db.dialect.name == "postgresql":
+    with Session(fresh_engine) as session:
+        if fresh_engine.dialect.name == "postgresql":
             session.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"))
         else:
             session.execute(text("DROP TRIGGER audit_events_no_update"))
@@ -165,7 +129,7 @@ def test_an_edited_field_is_reported_at_its_row(audit_db):
                         {"id": ids[1]})
         session.commit()
 
-    report = _verify(audit_db)
+    report = _verify(fresh_engine)
     assert (report.ok, report.first_broken_id) == (False, ids[1])
 
 
@@ -183,55 +147,55 @@ def test_verify_rows_points_at_a_tampered_copy():
     assert verify_rows(rows).first_broken_id == 3
 
 
-def test_the_database_refuses_update(audit_db):
-    _append(audit_db, [audit_record()])
+def test_the_database_refuses_update(fresh_engine):
+    _append(fresh_engine, [audit_record()])
 
-    with Session(audit_db) as session, pytest.raises(IntegrityError, match="append-only"):
+    with Session(fresh_engine) as session, pytest.raises(IntegrityError, match="append-only"):
         session.execute(text("UPDATE audit_events SET outcome = 'success'"))
         session.flush()
 
 
-def test_postgresql_refuses_delete_and_truncate_outside_the_purge(audit_db):
-    if audit_db.dialect.name != "postgresql":
+def test_postgresql_refuses_delete_and_truncate_outside_the_purge(fresh_engine):
+    if fresh_engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no session settings: DELETE is not blocked there (documented)")
-    _append(audit_db, [audit_record()])
+    _append(fresh_engine, [audit_record()])
 
     for statement in ("DELETE FROM audit_events", "TRUNCATE audit_events"):
-        with Session(audit_db) as session, pytest.raises(IntegrityError, match="append-only"):
+        with Session(fresh_engine) as session, pytest.raises(IntegrityError, match="append-only"):
             session.execute(text(statement))
 
-    assert len(_ids(audit_db)) == 1
+    assert len(_ids(fresh_engine)) == 1
 
 
-def test_purge_removes_the_oldest_stretch_and_the_rest_still_verifies(audit_db):
+def test_purge_removes_the_oldest_stretch_and_the_rest_still_verifies(fresh_engine):
     old = [audit_record(occurred_at=T0 - timedelta(days=400 - n)) for n in range(3)]
     # Written out of time order (a slow request finishes after a quick later one): the old event
     # sits between recent ones and must stay, or the chain would break.
     recent = [audit_record(occurred_at=T0 + timedelta(minutes=n)) for n in range(3)]
     straggler = audit_record(occurred_at=T0 - timedelta(days=399))
-    _append(audit_db, old + [recent[0], straggler, recent[1], recent[2]])
-    with Session(audit_db) as session:
+    _append(fresh_engine, old + [recent[0], straggler, recent[1], recent[2]])
+    with Session(fresh_engine) as session:
         last_purged_hash = session.scalar(select(AuditEvent.row_hash).where(
             AuditEvent.event_id == uuid.UUID(old[-1].event_id)))
 
-    with Session(audit_db) as session:
+    with Session(fresh_engine) as session:
         assert purge_before(session, T0 - timedelta(days=30)) == 3
 
-    with Session(audit_db) as session:
+    with Session(fresh_engine) as session:
         remaining = set(map(str, session.scalars(select(AuditEvent.event_id))))
     assert remaining == {record.event_id for record in recent + [straggler]}
-    report = _verify(audit_db)
+    report = _verify(fresh_engine)
     assert (report.ok, report.rows_checked, report.anchor) == (True, 4, last_purged_hash)
 
 
-def test_concurrent_writers_keep_one_unbroken_chain(audit_db):
+def test_concurrent_writers_keep_one_unbroken_chain(fresh_engine):
     """The drainer and the API's fallback write at the same time: the chain lock orders them."""
     errors = []
 
     def writer():
         try:
             for _ in range(10):
-                _append(audit_db, [audit_record(), audit_record()])
+                _append(fresh_engine, [audit_record(), audit_record()])
         except Exception as error:  # reported below; a thread cannot fail the test itself
             errors.append(error)
 
@@ -242,6 +206,6 @@ def test_concurrent_writers_keep_one_unbroken_chain(audit_db):
         thread.join()
 
     assert errors == []
-    with Session(audit_db) as session:
+    with Session(fresh_engine) as session:
         assert session.scalar(select(func.count()).select_from(AuditEvent)) == 80
-    assert _verify(audit_db).ok
+    assert _verify(fresh_engine).ok

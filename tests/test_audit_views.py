@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.audit.service import PENDING_KEY
-from app.auth.tokens import issue_token
-from app.clients.service import ensure_client, new_client_secret
-from app.tenants.service import ensure_tenant
+from tests.fixtures.factories import client_row, tenant_row
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.tenants import minted_token
 
 
 @dataclass
@@ -24,11 +24,8 @@ class TenantClients:
 
 
 def _bearer(hub, *, tenant, client_id: str, scopes: list[str]) -> dict:
-    settings = hub.settings
-    token = issue_token(keys=hub.signing_keys, issuer=settings.hub_jwt_issuer,
-                        audience=settings.hub_jwt_audience, ttl_seconds=300,
-                        tenant_id=str(tenant.id), tenant=tenant.slug, client_id=client_id,
-                        product=None, scopes=scopes)
+    token = minted_token(hub, tenant_id=str(tenant.id), tenant=tenant.slug, client_id=client_id,
+                         scopes=scopes)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -39,14 +36,12 @@ def make_tenant(hub_app):
     hub.redis.delete(PENDING_KEY)
 
     def make() -> TenantClients:
-        slug = f"audit-{uuid.uuid4().hex[:10]}"
         with hub_app.app_context():
             session = hub.database.session
-            tenant = ensure_tenant(db_session=session, slug=slug, name=f"Hospital {slug}")
+            tenant = tenant_row(session, slug="audit")
+            slug = tenant.slug
             for suffix, scopes in (("admin", ["audit:read"]), ("reader", ["inventory:read"])):
-                ensure_client(db_session=session, client_id=f"{slug}-{suffix}", tenant=tenant,
-                              product=None, name=suffix, scopes=scopes,
-                              secret=new_client_secret())
+                client_row(session, tenant=tenant, client_id=f"{slug}-{suffix}", scopes=scopes)
             session.commit()
             return TenantClients(
                 tenant_id=str(tenant.id),
@@ -78,8 +73,7 @@ def _events(api, tenant: TenantClients, **params) -> list[dict]:
 def test_without_a_token_the_answer_is_401(api):
     response = api.get("/v1/audit-events")
 
-    assert response.status_code == 401
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 401)
 
 
 def test_without_the_audit_read_scope_the_answer_is_403(api, make_tenant):
@@ -180,8 +174,7 @@ def test_bad_parameters_are_422_with_field_errors(api, make_tenant, params, fiel
 
     response = api.get("/v1/audit-events", headers=tenant.admin, query_string=params)
 
-    assert response.status_code == 422
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 422)
     assert field in response.json["errors"]["query"]
 
 

@@ -1,6 +1,5 @@
 """Authentication: the client-credentials grant (RFC 6749) and bearer tokens on /v1."""
 
-import base64
 import time
 from dataclasses import replace
 
@@ -8,8 +7,10 @@ import jwt
 import pytest
 
 from app import create_app
-from app.auth.tokens import SigningKeys, issue_token
+from app.auth.tokens import SigningKeys
 from app.clients.service import get_client
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.tenants import basic_auth, minted_token
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -24,17 +25,10 @@ def _token_form(demo_tenants, as_client=EMAR, **overrides):
     return {key: value for key, value in form.items() if value is not None}
 
 
-def _basic(client_id: str, secret: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
-
-
 def _mint(hub_app, *, ttl=300, audience=None, keys=None, scopes=("inventory:read",)):
-    settings = hub_app.extensions["hub"].settings
-    return issue_token(keys=keys or hub_app.extensions["hub"].signing_keys,
-                       issuer=settings.hub_jwt_issuer,
-                       audience=audience or settings.hub_jwt_audience, ttl_seconds=ttl,
-                       tenant_id=str(get_client_tenant(hub_app)), tenant="north-general",
-                       client_id=EMAR, product="administration", scopes=list(scopes))
+    return minted_token(hub_app.extensions["hub"], ttl=ttl, audience=audience, keys=keys,
+                        tenant_id=str(get_client_tenant(hub_app)), tenant="north-general",
+                        client_id=EMAR, product="administration", scopes=list(scopes))
 
 
 def get_client_tenant(hub_app):
@@ -62,7 +56,7 @@ def test_client_credentials_issue_a_short_lived_signed_token(api, demo_tenants, 
 
 def test_http_basic_client_authentication_works_too(api, demo_tenants):
     response = api.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
-                        headers=_basic(EMAR, demo_tenants[EMAR].client_secret))
+                        headers=basic_auth(EMAR, demo_tenants[EMAR].client_secret))
 
     assert response.status_code == 200
 
@@ -76,7 +70,7 @@ def test_http_basic_client_authentication_works_too(api, demo_tenants):
 def test_client_credentials_in_both_basic_and_body_are_refused(api, demo_tenants, body):
     # RFC 6749 §2.3.1: one authentication method per request.
     response = api.post("/v1/oauth/token", data={"grant_type": "client_credentials", **body},
-                        headers=_basic(EMAR, demo_tenants[EMAR].client_secret))
+                        headers=basic_auth(EMAR, demo_tenants[EMAR].client_secret))
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
@@ -121,8 +115,7 @@ def test_requested_subset_of_scopes_is_what_the_token_carries(api, demo_tenants)
 def test_lookup_without_token_is_401_with_bearer_challenge(api):
     response = api.get("/v1/inventory")
 
-    assert response.status_code == 401
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 

@@ -4,7 +4,6 @@ unreachable state store answers 503, never 500, and a Redis outage does not brea
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 
 import pytest
@@ -12,10 +11,13 @@ from sqlalchemy import create_engine, update
 
 from app import create_app
 from app.clients.models import Client
-from app.clients.service import create_client, disable_client, forget_client_states, get_client
+from app.clients.service import disable_client, forget_client_states, get_client
 from app.tenants.models import Tenant
 from app.tenants.service import ensure_tenant
+from tests.fixtures.factories import client_row, tenant_row
+from tests.fixtures.problems import assert_invalid_token, assert_problem
 from tests.fixtures.processes import free_port, wait_until
+from tests.fixtures.tenants import client_token
 
 JOBS = "/v1/jobs"
 
@@ -32,33 +34,21 @@ class ProbeClient:
 @pytest.fixture
 def probe(hub_app) -> ProbeClient:
     hub = hub_app.extensions["hub"]
-    suffix = uuid.uuid4().hex[:8]
     with hub_app.app_context():
         session = hub.database.session
-        tenant = ensure_tenant(db_session=session, slug=f"state-probe-{suffix}",
-                               name="State Probe Hospital")
-        client, secret = create_client(db_session=session, client_id=f"state-probe-{suffix}-ops",
-                                       tenant=tenant, product=None, scopes=["jobs:read"])
+        tenant = tenant_row(session, slug="state-probe", name="State Probe Hospital")
+        client, secret = client_row(session, tenant=tenant, client_id=f"{tenant.slug}-ops",
+                                    scopes=["jobs:read"])
         session.commit()
         return ProbeClient(client.client_id, secret, tenant.slug)
 
 
 def token_of(app, probe: ProbeClient) -> str:
-    response = app.test_client().post("/v1/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": probe.client_id,
-        "client_secret": probe.secret})
-    assert response.status_code == 200, response.json
-    return response.json["access_token"]
+    return client_token(app, probe.client_id, probe.secret)["access_token"]
 
 
 def list_jobs(app, token: str):
     return app.test_client().get(JOBS, headers={"Authorization": f"Bearer {token}"})
-
-
-def assert_invalid_token(response) -> None:
-    assert response.status_code == 401, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
 def test_disabling_a_client_stops_its_issued_tokens_at_once(hub_app, probe):
@@ -132,8 +122,7 @@ def test_unreachable_client_state_is_503_problem_not_500(hub_settings, migrated_
 
     response = list_jobs(no_database, token)
 
-    assert response.status_code == 503, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 503)
     assert int(response.headers["Retry-After"]) > 0
 
 

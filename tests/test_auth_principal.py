@@ -12,6 +12,7 @@ from app.audit.service import PENDING_KEY
 from app.auth.principal import init_bearer_auth, init_scope_check, requires_scopes
 from app.observability.requests import init_request_context
 from app.problems import register_problem_handlers
+from tests.fixtures.problems import assert_problem
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -53,9 +54,7 @@ def test_every_protected_operation_answers_403_before_validating_its_input(api, 
                             json=_INVALID_JSON_BODY if method in ("post", "patch") else None,
                             headers=headers)
 
-        assert response.status_code == 403, (method, path, response.get_data(as_text=True))
-        assert response.content_type == "application/problem+json"
-        assert response.json["type"].endswith("/insufficient-scope")
+        assert_problem(response, 403, "insufficient-scope")
         assert f'scope="{scope}"' in response.headers["WWW-Authenticate"]
 
 

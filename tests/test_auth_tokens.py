@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.auth.tokens import InvalidToken, SigningKeys, verify_token
+from tests.fixtures.problems import assert_invalid_token
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -67,14 +68,6 @@ def signed_raw(header: dict, payload: str, secret: str) -> str:
     signing_input = f"{segment(header)}.{payload}"
     signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
-
-
-def assert_invalid_token(response) -> None:
-    assert response.status_code == 401, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    assert response.json["status"] == 401
-    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
-    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
 def lookup(api, token: str):

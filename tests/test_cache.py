@@ -4,16 +4,15 @@ value, and values that hold only PHI-minimized answers. Real Redis, demo systems
 
 import json
 import re
-from dataclasses import replace
 
 import pytest
 
-from app import create_app
 from app.clients.service import ensure_client, new_client_secret
 from app.tenants.service import get_tenant_by_slug
 from devstack.demo_tenants import DemoCredential
 from tests.fixtures.processes import wait_until
-from tests.fixtures.tenants import TokenBook
+from tests.fixtures.services import hub_app_with
+from tests.fixtures.tenants import TokenBook, hub_redis
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -26,10 +25,6 @@ KEY_PATTERN = re.compile(r"customer:(?P<tenant>[a-z0-9-]+):product:(?P<system>[a
                          r"resource:(?P<type>[a-z_]+):(?P<hash>[0-9a-f]{32})")
 
 
-def hub_redis(app):
-    return app.extensions["hub"].redis
-
-
 def cache_keys(app) -> list[str]:
     return sorted(hub_redis(app).scan_iter(match="customer:*", count=500))
 
@@ -37,12 +32,10 @@ def cache_keys(app) -> list[str]:
 @pytest.fixture(scope="module")
 def short_ttl_app(hub_settings, migrated_database):
     """The hub with every cached lookup fresh for 1 s."""
-    app = create_app(replace(
+    return hub_app_with(
         hub_settings, hub_cache_ttls="administrations=1,container_origin=1,inventory=1",
         hub_breaker_failures=2, hub_breaker_reset_seconds=2, hub_downstream_attempts=2,
-        hub_downstream_read_timeout=0.5))
-    app.config["TESTING"] = True
-    return app
+        hub_downstream_read_timeout=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +44,10 @@ def short_ttl_tokens(short_ttl_app, demo_tenants) -> TokenBook:
 
 
 @pytest.fixture
-def short_ttl_api(short_ttl_app, hub_app, monkeypatch):
+def short_ttl_api(short_ttl_app, own_breakers, monkeypatch):
     """A test client of ``short_ttl_app``; the breaker state it leaves in Redis does not
     outlive the test."""
-    yield short_ttl_app.test_client()
-    breaker_keys = list(hub_redis(hub_app).scan_iter(match="hub:breaker:*"))
-    if breaker_keys:
-        hub_redis(hub_app).delete(*breaker_keys)
+    return short_ttl_app.test_client()
 
 
 @pytest.fixture(scope="module")

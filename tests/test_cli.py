@@ -10,16 +10,12 @@ import pytest
 
 from app.clients.service import get_client, secret_matches
 from app.settings import PROJECT_ROOT
+from tests.fixtures.cli import hub_cli
 
 
 @pytest.fixture
 def cli(hub_app):
-    runner = hub_app.test_cli_runner()
-
-    def invoke(*args):
-        return runner.invoke(args=["hub", *args], catch_exceptions=False)
-
-    return invoke
+    return hub_cli(hub_app)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 from app import create_app
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.services import start_embedded_redis
 
 
@@ -32,8 +33,7 @@ def test_readyz_answers_503_naming_redis_when_redis_is_down(hub_settings, migrat
     doomed.stop()
     response = client.get("/readyz")
 
-    assert response.status_code == 503
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 503)
     assert response.headers["Retry-After"] == "5"
     body = response.json
     assert body["checks"]["redis"]["ok"] is False

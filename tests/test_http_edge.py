@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import runpy
 import socket
-import subprocess
-import sys
 import time
 import uuid
 
@@ -22,7 +19,8 @@ from app.edge.limits import json_nesting_exceeds
 from app.problems import PROBLEM_CONTENT_TYPE
 from app.settings import PROJECT_ROOT, SettingsError, load_settings
 from app.syncs import service as syncs_service
-from tests.fixtures.processes import free_port, stop_process_group, wait_until
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.services import running_gunicorn
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -37,14 +35,6 @@ WINDOW = {"since": "2026-11-06T00:00:00Z", "until": "2026-11-07T00:00:00Z"}
 def nested(depth: int) -> str:
     """A JSON document ``depth`` arrays deep."""
     return "[" * depth + "]" * depth
-
-
-def assert_problem(response, status: int) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)[:500]
-    assert response.content_type == PROBLEM_CONTENT_TYPE
-    body = response.json
-    assert body["status"] == status and body["request_id"]
-    return body
 
 
 def submit_job(api, tokens, body: str, **headers: str):
@@ -274,26 +264,10 @@ def test_the_public_base_url_defaults_to_the_api_address_and_must_be_an_origin(t
 @pytest.fixture(scope="module")
 def gunicorn_api(hub_environment, migrated_database, tmp_path_factory):
     """The API under gunicorn with the project's gunicorn.conf.py; yields its host and port."""
-    port = free_port()
-    environment = {**os.environ, **hub_environment, "HUB_API_HOST": "127.0.0.1",
-                   "HUB_API_PORT": str(port), "HUB_API_WORKERS": "1", "HUB_API_THREADS": "2"}
-    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-            cwd=PROJECT_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-
-    def ready() -> bool:
-        assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-        return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-
-    try:
-        wait_until(ready, timeout=30, interval=0.1, description="gunicorn API")
+    with running_gunicorn(hub_environment, log_path, HUB_API_WORKERS="1", HUB_API_THREADS="2",
+                          PROMETHEUS_MULTIPROC_DIR=None) as port:
         yield ("127.0.0.1", port), log_path
-    finally:
-        stop_process_group(process, timeout=15)
 
 
 def raw_exchange(address, request: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -10,31 +10,24 @@ from urllib.parse import quote
 import pytest
 
 from app.jobs.schemas import DeadLetterSchema
+from tests.fixtures.jobs import OPERATOR, submit
+from tests.fixtures.problems import problem_fields
 from tests.fixtures.processes import wait_until
 
 EMAR = "north-general-emar"            # reads inventory
 INVENTORY = "north-general-inventory"  # reads administrations
-OPERATOR = "north-general-operator"    # jobs, audit, admin
 
 
-def problem_fields(response, location: str) -> dict:
-    assert response.status_code == 422, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    return response.json["errors"][location]
-
-
-def submit(api, tokens, params: dict):
-    key = f"grammar-{datetime.now().timestamp():.6f}"
-    return api.post("/v1/jobs", json={"type": "administration_counts", "params": params},
-                    headers=tokens.headers(OPERATOR, **{"Idempotency-Key": key}))
+def submit_counts(api, tokens, params: dict):
+    return submit(api, tokens, {"type": "administration_counts", "params": params})
 
 
 WINDOW = {"since": "2026-11-18T00:00:00Z", "until": "2026-11-19T00:00:00Z"}
 
 
 @pytest.fixture(scope="module")
-def seeded_identifiers(demo_administration) -> list[str]:
-    """Synthetic patients' names and MRNs the eMAR was seeded with."""
+def seeded_patients(demo_administration) -> list[str]:
+    """Names and MRNs of five of the synthetic patients the eMAR was seeded with."""
     patients = demo_administration.admin.export_phi()["patients"][:5]
     return [value for patient in patients for value in (patient["full_name"], patient["mrn"])]
 
@@ -124,7 +117,7 @@ def test_audit_filters_at_the_edges_are_422(api, tokens, query, field):
     ({"window": WINDOW, "medication": "٠٤٠٩-٤٨٨٨-٠٢"}, ("medication",)),
 ])
 def test_job_params_at_the_edges_are_422(api, tokens, params, path):
-    response = submit(api, tokens, params)
+    response = submit_counts(api, tokens, params)
 
     errors = problem_fields(response, "json")["params"]
     for key in path:
@@ -181,8 +174,8 @@ def test_unknown_query_parameters_of_each_change_are_422_and_nothing_changes(
 
 
 def test_an_unknown_parameter_named_like_a_patient_is_counted_not_repeated(
-        api, tokens, seeded_identifiers):
-    name = seeded_identifiers[0]
+        api, tokens, seeded_patients):
+    name = seeded_patients[0]
 
     response = api.get(f"/v1/jobs?{quote(name)}=1", headers=tokens.headers(OPERATOR))
 
@@ -193,11 +186,11 @@ def test_an_unknown_parameter_named_like_a_patient_is_counted_not_repeated(
 # --- error bodies never repeat values (B14) --------------------------------------------------
 
 @pytest.mark.usefixtures("clean_lookup_state")
-def test_unknown_units_are_named_by_position_never_by_value(api, tokens, seeded_identifiers):
-    name, mrn = seeded_identifiers[0], seeded_identifiers[1]
+def test_unknown_units_are_named_by_position_never_by_value(api, tokens, seeded_patients):
+    name, mrn = seeded_patients[0], seeded_patients[1]
 
     for value in (name, mrn):  # a name reads as a unit code (JANE-DOE), an MRN does not
-        response = submit(api, tokens, {"window": WINDOW, "units": ["ICU-1", value]})
+        response = submit_counts(api, tokens, {"window": WINDOW, "units": ["ICU-1", value]})
 
         assert set(problem_fields(response, "json")["params"]["units"]) == {"1"}
         body = response.get_data(as_text=True).upper()
@@ -208,8 +201,8 @@ def test_unknown_units_are_named_by_position_never_by_value(api, tokens, seeded_
 
 @pytest.mark.usefixtures("clean_lookup_state")
 def test_field_errors_name_the_rule_and_never_repeat_a_seeded_identifier(
-        api, tokens, seeded_identifiers):
-    name = seeded_identifiers[0]
+        api, tokens, seeded_patients):
+    name = seeded_patients[0]
     value = quote(name)
     responses = [
         api.get(f"/v1/administrations?unit={value}&medication={value}&since={value}"
@@ -219,8 +212,9 @@ def test_field_errors_name_the_rule_and_never_repeat_a_seeded_identifier(
         api.get(f"/v1/audit-events?outcome={value}&request_id={value}&resource_type={value}",
                 headers=tokens.headers(OPERATOR)),
         api.get(f"/v1/containers/{value}/origin", headers=tokens.headers(EMAR)),
-        submit(api, tokens, {"window": {"since": name, "until": name}, "medication": name,
-                             "group_by": [name], "suppress_below": name}),
+        submit_counts(api, tokens, {"window": {"since": name, "until": name},
+                                    "medication": name, "group_by": [name],
+                                    "suppress_below": name}),
     ]
 
     for response in responses:
@@ -232,7 +226,7 @@ def test_field_errors_name_the_rule_and_never_repeat_a_seeded_identifier(
 
 @pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 def test_job_times_are_rfc_3339_with_an_offset_on_sqlite(api, tokens):
-    submitted = submit(api, tokens, {"window": WINDOW, "units": ["ED-1"]})
+    submitted = submit_counts(api, tokens, {"window": WINDOW, "units": ["ED-1"]})
     assert submitted.status_code == 202, submitted.json
     seen = {}
 

@@ -5,44 +5,23 @@ keep their own quota; a finished or cancelled job frees a slot."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import datetime
 
 import pytest
 
-from app import create_app
-from app.clients.service import create_client
 from app.jobs.dispatch import celery_client
-from app.tenants.service import get_tenant_by_slug
+from tests.fixtures.jobs import FINAL
+from tests.fixtures.problems import assert_retry_later
 from tests.fixtures.processes import wait_until
+from tests.fixtures.services import hub_app_with
+from tests.fixtures.tenants import new_client
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
-
-FINAL = {"succeeded", "failed", "cancelled"}
-
 
 @pytest.fixture
 def capped_app(hub_settings, migrated_database, demo_tenants):
     """The hub with a quota of two active jobs per client."""
-    app = create_app(replace(hub_settings, hub_max_active_jobs_per_client=2))
-    app.config["TESTING"] = True
-    return app
-
-
-def new_operator_client(app) -> dict:
-    """A fresh jobs client of north-general (no jobs yet); returns its Authorization header."""
-    hub = app.extensions["hub"]
-    with app.app_context():
-        session = hub.database.session
-        tenant = get_tenant_by_slug(db_session=session, slug="north-general")
-        client_id = f"quota-{uuid.uuid4().hex[:10]}"
-        _, secret = create_client(db_session=session, client_id=client_id, tenant=tenant,
-                                  product=None, scopes=["jobs:read", "jobs:write"])
-        session.commit()
-    answer = app.test_client().post("/v1/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
-    assert answer.status_code == 200, answer.get_data(as_text=True)
-    return {"Authorization": f"Bearer {answer.json['access_token']}"}
+    return hub_app_with(hub_settings, hub_max_active_jobs_per_client=2)
 
 
 def job_body(demo_administration) -> dict:
@@ -71,7 +50,7 @@ def units_held(celery_worker):
 def test_one_job_over_the_cap_is_429_with_retry_after_and_reposts_still_answer(
         capped_app, demo_administration, units_held):
     client = capped_app.test_client()
-    headers = new_operator_client(capped_app)
+    headers = new_client(capped_app)[1]
     body = job_body(demo_administration)
     first_key = f"first-{uuid.uuid4().hex}"
     first = submit(client, headers, body, key=first_key)
@@ -80,15 +59,12 @@ def test_one_job_over_the_cap_is_429_with_retry_after_and_reposts_still_answer(
     try:
         over = submit(client, headers, body)
 
-        assert over.status_code == 429
-        assert over.content_type == "application/problem+json"
-        assert int(over.headers["Retry-After"]) > 0
-        assert over.json["type"].endswith("/too-many-active-jobs")
+        assert_retry_later(over, 429, "too-many-active-jobs")
         # The same Idempotency-Key answers its job as before: not a new job, not refused.
         again = submit(client, headers, body, key=first_key)
         assert again.status_code == 200 and again.json["id"] == first.json["id"]
         # Another client of the same tenant has its own quota.
-        assert submit(client, new_operator_client(capped_app), body).status_code == 202
+        assert submit(client, new_client(capped_app)[1], body).status_code == 202
     finally:
         for job in (first, second):
             client.delete(f"/v1/jobs/{job.json['id']}", headers=headers)
@@ -96,7 +72,7 @@ def test_one_job_over_the_cap_is_429_with_retry_after_and_reposts_still_answer(
 
 def test_a_cancelled_job_frees_a_slot(capped_app, demo_administration, units_held):
     client = capped_app.test_client()
-    headers = new_operator_client(capped_app)
+    headers = new_client(capped_app)[1]
     body = job_body(demo_administration)
     jobs = [submit(client, headers, body).json["id"] for _ in range(2)]
     assert submit(client, headers, body).status_code == 429
@@ -111,7 +87,7 @@ def test_a_cancelled_job_frees_a_slot(capped_app, demo_administration, units_hel
 
 def test_a_finished_job_frees_a_slot(capped_app, demo_administration, celery_worker):
     client = capped_app.test_client()
-    headers = new_operator_client(capped_app)
+    headers = new_client(capped_app)[1]
     body = job_body(demo_administration)
     jobs = [submit(client, headers, body).json["id"] for _ in range(2)]
 

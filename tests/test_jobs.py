@@ -9,43 +9,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from app.canonical.units import canonical_unit
+from tests.fixtures.jobs import FINAL, OPERATOR, finished, full_window, idempotency_key, submit
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
-
-OPERATOR = "north-general-operator"
-FINAL = {"succeeded", "failed", "cancelled"}
-
-
-def _key(name: str) -> str:
-    return f"{name}-{datetime.now().timestamp():.6f}"
-
-
-def submit(api, tokens, body, *, key=None, client=OPERATOR):
-    return api.post("/v1/jobs", json=body, headers=tokens.headers(
-        client, **{"Idempotency-Key": key or _key("job")}))
-
-
-def finished(api, tokens, job_id, *, client=OPERATOR, timeout=90) -> dict:
-    seen = {}
-
-    def done():
-        seen["job"] = api.get(f"/v1/jobs/{job_id}", headers=tokens.headers(client)).json
-        return seen["job"]["status"] in FINAL
-
-    wait_until(done, timeout=timeout, interval=0.2, description=f"job {job_id} to finish")
-    return seen["job"]
-
-
-@pytest.fixture(scope="module")
-def truth(demo_administration, demo_inventory):
-    return {"administration": demo_administration.admin.ground_truth("north-general"),
-            "inventory": demo_inventory.admin.ground_truth("north-general")}
-
-
-def full_window(truth) -> dict:
-    return {"since": truth["administration"]["window_start"],
-            "until": truth["administration"]["window_end"]}
 
 
 def test_administration_counts_by_unit_and_medication_match_the_ground_truth(api, tokens, truth):
@@ -103,7 +71,7 @@ def test_dose_reconciliation_matches_the_ground_truth(api, tokens, truth):
 
 def test_same_idempotency_key_and_body_answer_the_same_job(api, tokens, truth):
     body = {"type": "administration_counts", "params": {"window": full_window(truth)}}
-    key = _key("same")
+    key = idempotency_key("same")
 
     first = submit(api, tokens, body, key=key)
     second = submit(api, tokens, body, key=key)
@@ -113,15 +81,14 @@ def test_same_idempotency_key_and_body_answer_the_same_job(api, tokens, truth):
 
 
 def test_same_idempotency_key_with_another_body_is_409(api, tokens, truth):
-    key = _key("clash")
+    key = idempotency_key("clash")
     submit(api, tokens, {"type": "administration_counts", "params": {"window": full_window(truth)}},
            key=key)
 
     response = submit(api, tokens, {"type": "dose_reconciliation",
                                     "params": {"window": full_window(truth)}}, key=key)
 
-    assert response.status_code == 409
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 409)
 
 
 @pytest.mark.parametrize("body, field", [
@@ -174,7 +141,7 @@ def test_jobs_need_the_jobs_scopes(api, tokens, truth):
     response = api.post("/v1/jobs", json={"type": "administration_counts",
                                           "params": {"window": full_window(truth)}},
                         headers=tokens.headers("north-general-inventory",
-                                               **{"Idempotency-Key": _key("scope")}))
+                                               **{"Idempotency-Key": idempotency_key("scope")}))
 
     assert response.status_code == 403
 
@@ -226,7 +193,7 @@ def test_an_expired_idempotency_key_may_be_used_again(api, tokens, truth, hub_ap
     from app.database import utcnow
     from app.jobs.models import Job
 
-    key = _key("expiring")
+    key = idempotency_key("expiring")
     first = submit(api, tokens, {"type": "administration_counts",
                                  "params": {"window": full_window(truth)}}, key=key).json["id"]
     with hub_app.app_context():

@@ -7,22 +7,16 @@ import uuid
 
 import pytest
 
-from tests.fixtures.processes import wait_until
-from tests.test_jobs import OPERATOR, finished, full_window, submit, truth  # noqa: F401
-from tests.test_jobs_failures import warm_unit_catalogue
-from tests.test_phi_leaks import leaks_in, seeded_identifiers  # noqa: F401
+from tests.fixtures.cli import hub_cli
+from tests.fixtures.jobs import OPERATOR, finished, full_window, job_in_status, submit, warm_unit_catalogue
+from tests.fixtures.phi import leaks_in
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
 
 @pytest.fixture
 def cli(hub_app):
-    runner = hub_app.test_cli_runner()
-
-    def invoke(*args: str):
-        return runner.invoke(args=["hub", "dead-letters", *args], catch_exceptions=False)
-
-    return invoke
+    return hub_cli(hub_app, "dead-letters")
 
 
 def _line_of(output: str, job_id: str) -> str:
@@ -32,7 +26,7 @@ def _line_of(output: str, job_id: str) -> str:
 
 
 def test_list_then_replay_a_dead_letter_from_the_cli(
-        cli, api, tokens, truth, hub_app, demo_administration, seeded_identifiers):  # noqa: F811
+        cli, api, tokens, truth, hub_app, demo_administration, seeded_identifiers):
     warm_unit_catalogue(hub_app)  # the submission reads it; only the unit's reads will fail
     demo_administration.admin.set_faults(site="north-general", error_rate=1)
     job_id = submit(api, tokens, {"type": "administration_counts", "params": {
@@ -57,10 +51,7 @@ def test_list_then_replay_a_dead_letter_from_the_cli(
 
     assert replayed.exit_code == 0, replayed.output
     assert replayed.output.strip() == f"replaying unit ED-1 of job {job_id}"
-    wait_until(lambda: api.get(f"/v1/jobs/{job_id}", headers=tokens.headers(OPERATOR)
-                               ).json["status"] == "succeeded", timeout=30, interval=0.2,
-               description="the replayed job to succeed")
-    job = api.get(f"/v1/jobs/{job_id}", headers=tokens.headers(OPERATOR)).json
+    job = job_in_status(api, tokens, job_id, {"succeeded"}, timeout=30)
     assert job["progress"] == {"units_done": 1, "units_total": 1} and job["error"] is None
     assert job["failed_units"] == [] and job["result"]["records"] > 0
     assert job_id not in cli("list").output  # no longer open

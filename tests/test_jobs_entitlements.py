@@ -10,9 +10,12 @@ import pytest
 from sqlalchemy import func, select
 
 from app.jobs.models import DeadLetter, Job, JobUnit
+from tests.fixtures.cli import hub_cli
+from tests.fixtures.factories import dead_letter_row, job_row, job_unit_row
+from tests.fixtures.jobs import OPERATOR, finished, full_window, submit, warm_unit_catalogue
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
-from tests.test_jobs import OPERATOR, finished, full_window, submit, truth  # noqa: F401
-from tests.test_jobs_failures import warm_unit_catalogue
+from tests.fixtures.tenants import new_client
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
@@ -74,7 +77,7 @@ def _refusals(hub_app, job_request_id: str | None = None) -> list:
             if job_request_id is None or event.request_id == job_request_id]
 
 
-def _slow_job(api, tokens, truth, hub_app, demo_administration, *,  # noqa: F811
+def _slow_job(api, tokens, truth, hub_app, demo_administration, *,
               client: str = OPERATOR) -> tuple[str, int]:
     """Submit a counts job over eight units against a slow System B; return its id and unit
     count once a unit is reading System B (the rest still queued)."""
@@ -111,7 +114,7 @@ def _settled(hub_app, job_id: str) -> dict[str, int]:
 
 
 def test_revoking_the_product_refuses_a_running_jobs_remaining_units_without_downstream_calls(
-        api, tokens, truth, hub_app, demo_administration, administration_entitlement):  # noqa: F811
+        api, tokens, truth, hub_app, demo_administration, administration_entitlement):
     job_id, units = _slow_job(api, tokens, truth, hub_app, demo_administration)
 
     administration_entitlement()  # revoke
@@ -133,25 +136,6 @@ def test_revoking_the_product_refuses_a_running_jobs_remaining_units_without_dow
         (OPERATOR, 403, "denied", "jobs")}
 
 
-def _new_operator_client(hub_app, api) -> tuple[str, dict]:
-    """A fresh operator client of the tenant (so disabling it spares the shared demo clients);
-    returns its id and the headers of a token it got from the token endpoint."""
-    from app.clients.service import create_client
-    from app.tenants.service import get_tenant_by_slug
-
-    client_id = f"{TENANT}-ops-{uuid.uuid4().hex[:8]}"
-    with hub_app.app_context():
-        session = _session(hub_app)
-        _, secret = create_client(db_session=session, client_id=client_id,
-                                  tenant=get_tenant_by_slug(db_session=session, slug=TENANT),
-                                  product=None, scopes=["jobs:read", "jobs:write"])
-        session.commit()
-    token = api.post("/v1/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
-    assert token.status_code == 200, token.json
-    return client_id, {"Authorization": f"Bearer {token.json['access_token']}"}
-
-
 class _ClientTokens:
     """A token book of one client, shaped like the ``tokens`` fixture for ``submit``."""
 
@@ -163,12 +147,12 @@ class _ClientTokens:
 
 
 def test_disabling_the_submitting_client_refuses_its_jobs_remaining_units(
-        api, tokens, truth, hub_app, demo_administration):  # noqa: F811
-    client_id, headers = _new_operator_client(hub_app, api)
+        api, tokens, truth, hub_app, demo_administration):
+    client_id, headers = new_client(hub_app)
     job_id, units = _slow_job(api, _ClientTokens(headers), truth, hub_app, demo_administration,
                               client=client_id)
 
-    disabled = hub_app.test_cli_runner().invoke(args=["hub", "clients", "disable", client_id])
+    disabled = hub_cli(hub_app, "clients")("disable", client_id)
 
     assert disabled.exit_code == 0, disabled.output
     job = finished(api, tokens, job_id, timeout=60)  # the tenant's operator may still look
@@ -188,20 +172,11 @@ def dead_letter(hub_app):
     with hub_app.app_context():
         session = _session(hub_app)
         client = get_client(db_session=session, client_id=OPERATOR)
-        job = Job(tenant_id=client.tenant_id, client_id=client.id, type="administration_counts",
-                  params={"window": {"since": "2026-11-01T00:00:00Z",
-                                     "until": "2026-11-02T00:00:00Z"},
-                          "group_by": ["unit", "medication"]},
-                  status="failed", idempotency_key=f"dead-letter-{uuid.uuid4()}",
-                  units_total=1, error="1 of 1 units failed after retries")
-        session.add(job)
-        session.flush()
-        session.add(JobUnit(job_id=job.id, unit="ED-1", status="failed", attempts=4,
-                            error="DownstreamUnavailable"))
-        letter = DeadLetter(task_name="hub.io.run_job_unit", tenant_id=job.tenant_id,
-                            job_id=job.id, unit="ED-1", attempts=4,
-                            error="DownstreamUnavailable", status="open")
-        session.add(letter)
+        job = job_row(session, tenant_id=client.tenant_id, client_id=client.id, status="failed",
+                      units_done=0, error="1 of 1 units failed after retries")
+        job_unit_row(session, job, unit="ED-1", status="failed", attempts=4,
+                     error="DownstreamUnavailable")
+        letter = dead_letter_row(session, job, unit="ED-1")
         session.commit()
         return str(letter.id)
 
@@ -214,9 +189,7 @@ def test_replaying_a_dead_letter_after_revocation_is_403_without_downstream_call
     response = api.post(f"/v1/dead-letters/{dead_letter}/replay",
                         headers=tokens.headers(OPERATOR))
 
-    assert response.status_code == 403
-    assert response.content_type == "application/problem+json"
-    assert response.json["type"].endswith("/not-entitled")
+    assert_problem(response, 403, "not-entitled")
     assert "administration" in response.json["detail"]
     with hub_app.app_context():
         letter = _session(hub_app).get(DeadLetter, uuid.UUID(dead_letter))
@@ -229,7 +202,7 @@ def test_replaying_from_the_cli_after_revocation_fails_clearly(
         hub_app, administration_entitlement, dead_letter):
     administration_entitlement()  # revoke
 
-    result = hub_app.test_cli_runner().invoke(args=["hub", "dead-letters", "replay", dead_letter])
+    result = hub_cli(hub_app, "dead-letters")("replay", dead_letter)
 
     assert result.exit_code == 1
     assert "not entitled to the administration product" in result.output

@@ -15,14 +15,14 @@ from sqlalchemy import select
 
 from app.jobs.models import JobUnit
 from app.settings import PROJECT_ROOT
+from tests.fixtures.jobs import OPERATOR, finished, full_window, job_in_status, submit, warm_unit_catalogue
 from tests.fixtures.processes import stop_process_group, wait_until
-from tests.test_jobs import FINAL, OPERATOR, finished, full_window, submit, truth  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
 
 def test_failing_units_retry_then_dead_letter_and_replay_finishes_the_job(
-        api, tokens, truth, demo_administration, hub_app):  # noqa: F811
+        api, tokens, truth, demo_administration, hub_app):
     warm_unit_catalogue(hub_app)  # the submission itself reads it; the units' reads will fail
     demo_administration.admin.set_faults(site="north-general", error_rate=1)
     body = {"type": "administration_counts",
@@ -49,27 +49,12 @@ def test_failing_units_retry_then_dead_letter_and_replay_finishes_the_job(
         assert replayed.status_code == 202
 
     # Each replay merges again; the job is failed until the last missing unit is in.
-    wait_until(lambda: api.get(f"/v1/jobs/{job_id}", headers=tokens.headers(OPERATOR)
-                               ).json["status"] == "succeeded", timeout=60, interval=0.2,
-               description="the replayed job to succeed")
-    job = api.get(f"/v1/jobs/{job_id}", headers=tokens.headers(OPERATOR)).json
+    job = job_in_status(api, tokens, job_id, {"succeeded"}, timeout=60)
     expected = sum(row["count"] for row in truth["administration"]["by_site_ward_ndc11_date"]
                    if row["ward"] in ("ICU1", "ICU2"))
     assert sum(group["count"] for group in job["result"]["groups"]) == expected
     again = api.post(f"/v1/dead-letters/{mine[0]['id']}/replay", headers=tokens.headers(OPERATOR))
     assert again.status_code == 409
-
-
-def warm_unit_catalogue(hub_app) -> None:
-    from app.jobs.service import known_units
-    from app.tenants.service import get_tenant_by_slug
-
-    hub = hub_app.extensions["hub"]
-    with hub_app.app_context():
-        session = hub.database.session
-        known_units(db_session=session, redis_client=hub.redis, settings=hub.settings,
-                    tenant=get_tenant_by_slug(db_session=session, slug="north-general"),
-                    job_type="administration_counts")
 
 
 def test_another_tenant_cannot_replay_a_dead_letter(api, tokens):
@@ -89,7 +74,7 @@ def _start_worker(environment, log_path, hostname):
             start_new_session=True)
 
 
-def test_sigkilled_worker_loses_no_unit(api, tokens, truth, hub_environment, hub_app,  # noqa: F811
+def test_sigkilled_worker_loses_no_unit(api, tokens, truth, hub_environment, hub_app,
                                         demo_administration, tmp_path, celery_worker):
     from app.jobs.dispatch import celery_client
 
@@ -141,7 +126,7 @@ def test_sigkilled_worker_loses_no_unit(api, tokens, truth, hub_environment, hub
     assert statuses == {"done"}
 
 
-def test_reconciler_merges_a_job_whose_merge_was_lost(api, tokens, truth, hub_app):  # noqa: F811
+def test_reconciler_merges_a_job_whose_merge_was_lost(api, tokens, truth, hub_app):
     from datetime import timedelta
 
     from sqlalchemy import update

@@ -11,12 +11,12 @@ import pytest
 
 from app.jobs.models import Job
 from app.settings import PROJECT_ROOT
-from tests.test_jobs import OPERATOR, submit, truth  # noqa: F401
+from tests.fixtures.jobs import OPERATOR, submit
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "celery_worker")
 
 
-def test_a_job_submitted_through_the_api_records_its_client(api, tokens, truth, hub_app):  # noqa: F811
+def test_a_job_submitted_through_the_api_records_its_client(api, tokens, truth, hub_app):
     from app.clients.service import get_client
 
     response = submit(api, tokens, {"type": "administration_counts", "params": {

@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
+from tests.fixtures.jobs import OPERATOR, finished, full_window, submit
+from tests.fixtures.phi import leaks_in, redis_dump
 from tests.fixtures.processes import wait_until
-from tests.test_jobs import OPERATOR, finished, full_window, submit, truth  # noqa: F401
-from tests.test_phi_leaks import leaks_in, redis_dump, seeded_identifiers  # noqa: F401
+from tests.fixtures.tenants import forget_breakers
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -53,16 +54,13 @@ def _job_units(hub_app, job_id: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def scanned_jobs(flower, hub_app, tokens, truth, demo_inventory, demo_administration  # noqa: F811
+def scanned_jobs(flower, hub_app, tokens, truth, demo_inventory, demo_administration
                  ) -> ScannedJobs:
     """Run an hourly administration count and a suppressed reconciliation for north-general to
     success while Flower listens, and wait until Flower has seen every task of both."""
     for server in (demo_inventory, demo_administration):
         server.admin.clear_faults()
-    redis_client = hub_app.extensions["hub"].redis
-    breakers = list(redis_client.scan_iter(match="hub:breaker:*"))
-    if breakers:
-        redis_client.delete(*breakers)
+    forget_breakers(hub_app)
     api = hub_app.test_client()
     # The full 14-day window: its bounds lie after every seeded birth date, so a date in the
     # job's params can never be mistaken for a leaked date of birth.
@@ -130,7 +128,7 @@ def test_flower_lists_our_tasks_and_their_arguments_are_ids_only(scanned_jobs):
         assert ast.literal_eval(merge["result"]) == {"job_id": job_id, "status": "succeeded"}
 
 
-def test_flower_task_api_shows_no_phi(scanned_jobs, flower, seeded_identifiers):  # noqa: F811
+def test_flower_task_api_shows_no_phi(scanned_jobs, flower, seeded_identifiers):
     listing = flower.get("/api/tasks")
     job_id = scanned_jobs.job_ids["administration_counts"]
     some = [next(iter(scanned_jobs.tasks_of(job_id, name))) for name in (PLAN, UNIT, MERGE)]
@@ -145,7 +143,7 @@ def test_flower_task_api_shows_no_phi(scanned_jobs, flower, seeded_identifiers):
 
 
 def test_result_backend_holds_small_id_only_results_and_no_phi(scanned_jobs, hub_app,
-                                                                seeded_identifiers):  # noqa: F811
+                                                                seeded_identifiers):
     redis_client = hub_app.extensions["hub"].redis
     metas = {key: redis_client.get(key)
              for key in redis_client.scan_iter(match="celery-task-meta-*", count=1000)}
@@ -170,7 +168,7 @@ def _rows(session, model) -> list[dict]:
 
 
 def test_jobs_results_and_dead_letters_tables_hold_no_phi(scanned_jobs, hub_app,
-                                                          seeded_identifiers):  # noqa: F811
+                                                          seeded_identifiers):
     with hub_app.app_context():
         session = hub_app.extensions["hub"].database.session
         tables = {model.__tablename__: _rows(session, model)
@@ -183,7 +181,7 @@ def test_jobs_results_and_dead_letters_tables_hold_no_phi(scanned_jobs, hub_app,
 
 
 def test_worker_and_flower_logs_hold_no_phi(scanned_jobs, celery_worker, flower,
-                                            seeded_identifiers):  # noqa: F811
+                                            seeded_identifiers):
     worker_log = celery_worker.log_text()
 
     for job_id in scanned_jobs.units:
@@ -192,7 +190,7 @@ def test_worker_and_flower_logs_hold_no_phi(scanned_jobs, celery_worker, flower,
     assert leaks_in(flower.log_text(), seeded_identifiers) == []
 
 
-def test_job_api_answers_hold_no_phi(scanned_jobs, seeded_identifiers):  # noqa: F811
+def test_job_api_answers_hold_no_phi(scanned_jobs, seeded_identifiers):
     counts = scanned_jobs.jobs[scanned_jobs.job_ids["administration_counts"]]["result"]
     reconciliation = scanned_jobs.jobs[scanned_jobs.job_ids["dose_reconciliation"]]["result"]
 
@@ -210,7 +208,7 @@ def test_flower_api_needs_basic_auth(scanned_jobs, flower):
 
 
 def test_flower_metrics_answer_without_auth_by_design_and_hold_no_phi(
-        scanned_jobs, flower, seeded_identifiers):  # noqa: F811
+        scanned_jobs, flower, seeded_identifiers):
     # Flower serves Prometheus metrics without auth (for scrapers): labels are worker and
     # task names only, so they must never carry anything else.
     metrics = flower.get("/metrics", auth=None)

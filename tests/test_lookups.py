@@ -3,6 +3,8 @@ normalization → PHI policy → response."""
 
 import pytest
 
+from tests.fixtures.problems import assert_problem
+
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
 EMAR = "north-general-emar"          # System B's client: reads inventory
@@ -96,8 +98,7 @@ def test_bad_parameters_are_422_with_field_errors_and_no_downstream_call(
         api, tokens, demo_administration, query, field):
     response = api.get(f"/v1/administrations?{query}", headers=tokens.headers(INVENTORY))
 
-    assert response.status_code == 422
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 422)
     assert field in response.json["errors"]["query"]
     assert demo_administration.admin.requests_count()["total"] == 0
 
@@ -137,8 +138,7 @@ def test_inventory_pages_walk_every_container_once(api, tokens, demo_inventory):
 def test_unknown_container_is_404(api, tokens):
     response = api.get("/v1/containers/NGH-C99999999/origin", headers=tokens.headers(EMAR))
 
-    assert response.status_code == 404
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 404)
 
 
 def test_fhir_bundle_is_served_for_fhir_accept_header(api, tokens):

@@ -14,14 +14,14 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import pytest
 
-from app import create_app
 from app.settings import PROJECT_ROOT
+from tests.fixtures.problems import assert_problem, assert_retry_later
 from tests.fixtures.processes import wait_until
-from tests.fixtures.tenants import TokenBook
+from tests.fixtures.services import hub_app_with
+from tests.fixtures.tenants import TokenBook, hub_redis
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -35,13 +35,7 @@ FAST = {"hub_cache_ttls": "administrations=1,container_origin=1,inventory=1",
 
 
 def build_app(hub_settings, **overrides):
-    app = create_app(replace(hub_settings, **{**FAST, **overrides}))
-    app.config["TESTING"] = True
-    return app
-
-
-def hub_redis(app):
-    return app.extensions["hub"].redis
+    return hub_app_with(hub_settings, **{**FAST, **overrides})
 
 
 def breaker_state(app) -> str | None:
@@ -50,13 +44,6 @@ def breaker_state(app) -> str | None:
 
 def downstream_calls(demo) -> int:
     return demo.admin.requests_count()["total"]
-
-
-def assert_unavailable_problem(response) -> None:
-    assert response.status_code == 503, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    assert response.json["type"].endswith("/downstream-unavailable")
-    assert int(response.headers["Retry-After"]) >= 1
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +57,6 @@ def fast_tokens(fast_app, demo_tenants) -> TokenBook:
 
 
 @pytest.fixture
-def own_breakers(hub_app):
-    """No breaker state left in Redis after the test."""
-    yield
-    breaker_keys = list(hub_redis(hub_app).scan_iter(match="hub:breaker:*"))
-    if breaker_keys:
-        hub_redis(hub_app).delete(*breaker_keys)
-
-
-@pytest.fixture
 def fast_api(fast_app, own_breakers):
     return fast_app.test_client()
 
@@ -87,8 +65,8 @@ def open_breaker(api, headers, demo) -> int:
     """Fail lookups until the breaker opens (2 failures); return the downstream calls made."""
     demo.admin.set_faults(error_rate=1.0)
     for page_size in (11, 12):
-        assert_unavailable_problem(api.get(f"/v1/administrations?page_size={page_size}",
-                                           headers=headers))
+        refused = api.get(f"/v1/administrations?page_size={page_size}", headers=headers)
+        assert_retry_later(refused, 503, "downstream-unavailable")
     return downstream_calls(demo)
 
 
@@ -143,7 +121,7 @@ def test_system_down_with_nothing_cached_answers_503_problem_with_retry_after(
 
     response = fast_api.get(ADMINISTRATIONS, headers=fast_tokens.headers(INVENTORY))
 
-    assert_unavailable_problem(response)
+    assert_retry_later(response, 503, "downstream-unavailable")
     assert "X-Cache" not in response.headers
     assert downstream_calls(demo_administration) == 2  # both attempts
 
@@ -156,7 +134,7 @@ def test_downstream_500s_are_retried_then_answered_503(fast_api, fast_tokens,
 
     response = fast_api.get(ADMINISTRATIONS, headers=fast_tokens.headers(INVENTORY))
 
-    assert_unavailable_problem(response)
+    assert_retry_later(response, 503, "downstream-unavailable")
     assert downstream_calls(demo_administration) == FAST["hub_downstream_attempts"]
 
 
@@ -169,7 +147,7 @@ def test_hanging_system_answers_503_after_the_read_timeouts_not_the_hang(
     response = fast_api.get(ADMINISTRATIONS, headers=headers)
     elapsed = time.monotonic() - started
 
-    assert_unavailable_problem(response)
+    assert_retry_later(response, 503, "downstream-unavailable")
     assert downstream_calls(demo_administration) == 2
     # Two 0.5 s read timeouts and one backoff (at most 0.3 s), far less than one 3 s hang.
     assert 1.0 <= elapsed < 2.0, elapsed
@@ -202,8 +180,7 @@ def test_unknown_container_answers_404_problem_without_retry(fast_api, fast_toke
     response = fast_api.get("/v1/containers/NGH-C99999999/origin",
                             headers=fast_tokens.headers(EMAR))
 
-    assert response.status_code == 404
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 404)
     assert downstream_calls(demo_inventory) == 1
 
 
@@ -229,7 +206,7 @@ def test_breaker_opens_after_failed_lookups_and_refuses_without_downstream_call(
 
     refused = fast_api.get(ADMINISTRATIONS, headers=headers)
 
-    assert_unavailable_problem(refused)
+    assert_retry_later(refused, 503, "downstream-unavailable")
     assert downstream_calls(demo_administration) == calls
 
 
@@ -281,12 +258,12 @@ def test_failed_trial_reopens_the_breaker(fast_api, fast_tokens, demo_administra
 
     wait_until(trial_went_downstream, timeout=5, interval=0.1, description="a half-open trial")
 
-    assert_unavailable_problem(answers[-1])
+    assert_retry_later(answers[-1], 503, "downstream-unavailable")
     assert breaker_state(fast_api.application) == "open"
     after_trial = downstream_calls(demo_administration)
     assert after_trial == calls + FAST["hub_downstream_attempts"]
     refused = fast_api.get(ADMINISTRATIONS, headers=headers)
-    assert_unavailable_problem(refused)
+    assert_retry_later(refused, 503, "downstream-unavailable")
     assert downstream_calls(demo_administration) == after_trial
 
 
@@ -301,7 +278,7 @@ def test_breaker_thresholds_follow_the_settings_of_the_app_that_calls(
     refused = fast_api.get("/v1/administrations?page_size=13",
                            headers=fast_tokens.headers(INVENTORY))
 
-    assert_unavailable_problem(refused)
+    assert_retry_later(refused, 503, "downstream-unavailable")
     assert downstream_calls(demo_administration) == calls, (
         "HUB_BREAKER_FAILURES=2 was ignored: breaker_for() reused the breaker built with the "
         "first app's thresholds")
@@ -313,7 +290,7 @@ def test_retry_after_of_a_503_is_the_hubs_estimate_not_the_rate_limit_window(
 
     response = fast_api.get(ADMINISTRATIONS, headers=fast_tokens.headers(INVENTORY))
 
-    assert_unavailable_problem(response)
+    assert_retry_later(response, 503, "downstream-unavailable")
     # LookupFailed says 5 s; Flask-Limiter's header injection must not stretch it to the end
     # of the client's rate-limit window (up to a minute).
     assert response.headers["Retry-After"] == "5"
@@ -326,7 +303,7 @@ def test_retry_after_of_an_open_breaker_is_the_time_until_its_trial(
 
     refused = fast_api.get(ADMINISTRATIONS, headers=headers)
 
-    assert_unavailable_problem(refused)
+    assert_retry_later(refused, 503, "downstream-unavailable")
     assert refused.headers["Retry-After"] in {"1", "2"}  # HUB_BREAKER_RESET_SECONDS=2
 
 

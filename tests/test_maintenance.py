@@ -12,15 +12,12 @@ from sqlalchemy.orm import Session
 
 from app.audit.chain import append_records, verify_chain
 from app.audit.models import AuditEvent
-from app.database import make_engine, upgrade_schema
 from app.jobs.models import Job, JobResult, JobUnit
 from app.maintenance.service import purge_expired
 from app.syncs import service
 from app.syncs.models import SyncRun, SyncSchedule
-from app.tenants.models import Tenant
+from tests.fixtures.factories import audit_record, job_row, job_unit_row, sync_run_row, tenant_row
 from tests.fixtures.processes import wait_until
-from tests.test_audit_chain import audit_record
-from tests.test_migrations import _fresh_database_url
 
 NOW = datetime(2026, 11, 24, 3, 15, tzinfo=UTC)
 RETENTION_DAYS = 2192
@@ -28,25 +25,17 @@ SYNC_RUN_RETENTION_DAYS = 30
 
 
 @pytest.fixture
-def session(database_url, tmp_path):
-    url, drop = _fresh_database_url(database_url, tmp_path)
-    upgrade_schema(url)
-    engine = make_engine(url)
-    with Session(engine, expire_on_commit=False) as db_session:
+def session(fresh_engine):
+    with Session(fresh_engine, expire_on_commit=False) as db_session:
         yield db_session
-    engine.dispose()
-    drop()
 
 
 def _job(session, tenant, *, status="succeeded", key=None, expires_in=timedelta(hours=1),
          result_expires_in=None, partial=True) -> Job:
-    job = Job(tenant_id=tenant.id, type="administration_counts", params={}, status=status,
-              idempotency_key=key, request_hash="h", units_total=1, units_done=1,
-              expires_at=NOW + expires_in)
-    session.add(job)
-    session.flush()
-    session.add(JobUnit(job_id=job.id, unit="ICU-1", status="done",
-                        partial={"unit": "ICU-1", "records": 1, "groups": []} if partial else None))
+    job = job_row(session, tenant_id=tenant.id, params={}, status=status, idempotency_key=key,
+                  request_hash="h", expires_at=NOW + expires_in)
+    job_unit_row(session, job, partial={"unit": "ICU-1", "records": 1, "groups": []}
+                 if partial else None)
     if result_expires_in is not None:
         session.add(JobResult(job_id=job.id, result={"records": 1},
                               expires_at=NOW + result_expires_in))
@@ -64,18 +53,16 @@ def _sync_runs(session, tenant, **started_days_ago_by_outcome: list[float]) -> d
     for outcome, days_ago in started_days_ago_by_outcome.items():
         for days in days_ago:
             started = NOW - timedelta(days=days)
-            run = SyncRun(schedule_id=schedule.id, outcome=outcome, started_at=started,
-                          finished_at=None if outcome == "running" else started)
-            session.add(run)
-            session.flush()
+            run = sync_run_row(session, schedule_id=schedule.id, outcome=outcome,
+                               started_at=started,
+                               finished_at=None if outcome == "running" else started)
             runs[(outcome, days)] = run.id
     session.commit()
     return runs
 
 
 def test_purge_removes_exactly_the_expired_rows_and_counts_them(session):
-    tenant = Tenant(slug=f"purge-{uuid.uuid4().hex[:6]}", name="Purge General")
-    session.add(tenant)
+    tenant = tenant_row(session, slug="purge", name="Purge General")
     session.commit()
     expired_result = _job(session, tenant, key="k-expired-result",
                           result_expires_in=-timedelta(minutes=1))
@@ -114,8 +101,7 @@ def test_purge_removes_exactly_the_expired_rows_and_counts_them(session):
 
 
 def test_a_second_purge_finds_nothing_more(session):
-    tenant = Tenant(slug=f"purge-{uuid.uuid4().hex[:6]}", name="Purge General")
-    session.add(tenant)
+    tenant = tenant_row(session, slug="purge", name="Purge General")
     session.commit()
     _job(session, tenant, key="k1", result_expires_in=-timedelta(minutes=1))
     _sync_runs(session, tenant, succeeded=[SYNC_RUN_RETENTION_DAYS + 1])

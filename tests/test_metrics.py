@@ -3,9 +3,6 @@ misses, downstream latency and breaker state to a scraper with the metrics crede
 under gunicorn with several workers every scrape adds up all of them
 (``PROMETHEUS_MULTIPROC_DIR``)."""
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -14,9 +11,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.settings import PROJECT_ROOT
-from tests.fixtures.processes import free_port, stop_process_group, wait_until
-from tests.fixtures.tenants import TokenBook
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.processes import wait_until
+from tests.fixtures.services import running_gunicorn
+from tests.fixtures.tenants import TokenBook, forget_breakers
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -47,8 +45,7 @@ def scrape(client) -> str:
 def test_metrics_without_credentials_is_401_problem_with_a_basic_challenge(api):
     response = api.get("/metrics")
 
-    assert response.status_code == 401
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"].startswith('Basic realm="hub-metrics"')
     assert b"hub_requests_total" not in response.data and b"north-general" not in response.data
 
@@ -66,8 +63,7 @@ def test_metrics_with_wrong_credentials_is_401(api, hub_settings, wrong):
 
     response = api.get("/metrics", auth=auth, headers=headers)
 
-    assert response.status_code == 401
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 401)
     assert "WWW-Authenticate" in response.headers
 
 
@@ -152,10 +148,7 @@ def test_metrics_show_the_circuit_breaker_open(hub_settings, migrated_database, 
             assert metric(after, "hub_downstream_errors_total", **labels) == metric(
                 before, "hub_downstream_errors_total", **labels) + added
     finally:
-        redis_client = hub_app.extensions["hub"].redis
-        breaker_keys = list(redis_client.scan_iter(match="hub:breaker:*"))
-        if breaker_keys:
-            redis_client.delete(*breaker_keys)
+        forget_breakers(hub_app)
 
 
 # --- several gunicorn workers ---------------------------------------------------------------
@@ -167,27 +160,9 @@ def gunicorn_api(hub_environment, migrated_database, tmp_path):
     ``/healthz`` it counts is one the test sent)."""
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
-    port = free_port()
-    environment = {**os.environ, **hub_environment, "HUB_API_HOST": "127.0.0.1",
-                   "HUB_API_PORT": str(port), "HUB_API_WORKERS": "2", "HUB_API_THREADS": "4",
-                   "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-            cwd=PROJECT_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-        return requests.get(f"{base_url}/readyz", timeout=2).status_code == 200
-
-    try:
-        wait_until(ready, timeout=30, interval=0.1, description="gunicorn API")
-        yield base_url, metrics_dir
-    finally:
-        stop_process_group(process, timeout=15)
+    with running_gunicorn(hub_environment, tmp_path / "gunicorn.log", HUB_API_WORKERS="2",
+                          HUB_API_THREADS="4", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as port:
+        yield f"http://127.0.0.1:{port}", metrics_dir
 
 
 def test_every_scrape_adds_up_the_requests_of_every_gunicorn_worker(gunicorn_api, hub_settings):

@@ -1,7 +1,5 @@
 """Migrations: up on an empty database, in step with the models, and down again."""
 
-import uuid
-
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -9,30 +7,11 @@ from sqlalchemy import create_engine, inspect, text
 
 from app.database import alembic_config, upgrade_schema
 from app.models import Base
-
-
-def _fresh_database_url(database_url: str, tmp_path) -> tuple[str, callable]:
-    """A new empty database beside the session's one (same kind: SQLite or PostgreSQL)."""
-    if not database_url.startswith("postgresql"):
-        return f"sqlite:///{tmp_path / 'fresh.db'}", lambda: None
-    from sqlalchemy.engine import make_url
-
-    server = make_url(database_url)
-    name = f"hub_migration_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop():
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return server.set(database=name).render_as_string(hide_password=False), drop
+from tests.fixtures.services import fresh_database_url
 
 
 def test_upgrade_creates_every_table_and_the_product_catalogue(database_url, tmp_path):
-    url, drop = _fresh_database_url(database_url, tmp_path)
+    url, drop = fresh_database_url(database_url, tmp_path)
     try:
         upgrade_schema(url)
         engine = create_engine(url)
@@ -58,7 +37,7 @@ def test_migrated_schema_matches_the_models(migrated_database):
 
 
 def test_downgrade_to_base_removes_every_table(database_url, tmp_path):
-    url, drop = _fresh_database_url(database_url, tmp_path)
+    url, drop = fresh_database_url(database_url, tmp_path)
     try:
         upgrade_schema(url)
         command.downgrade(alembic_config(url), "base")

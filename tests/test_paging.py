@@ -16,6 +16,7 @@ from app.jobs.views import JOBS_CURSOR
 from app.lookups.service import INVENTORY_CURSOR
 from app.paging import MAX_CURSOR_LENGTH, CursorKind, decode_cursor, encode_cursor, integer
 from app.problems import Problem
+from tests.fixtures.problems import assert_problem
 
 KEY = "test-secret"
 TENANT = "7d4c6b1e-0f3a-4e8b-9c2d-5a6b7c8d9e0f"
@@ -128,8 +129,7 @@ def test_a_forged_inventory_cursor_is_422_without_downstream_call(api, tokens, d
     response = api.get(f"/v1/inventory?page_size=5&cursor={forged}",
                        headers=tokens.headers(EMAR))
 
-    assert response.status_code == 422, response.json
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 422)
     assert "cursor" in response.json["errors"]["query"]
     assert forged not in response.get_data(as_text=True)
     assert demo_inventory.admin.requests_count()["total"] == 0
@@ -182,8 +182,7 @@ def test_a_forged_jobs_cursor_with_a_non_string_job_is_422(api, tokens):
 
     response = api.get(f"/v1/jobs?cursor={forged}", headers=tokens.headers(OPERATOR))
 
-    assert response.status_code == 422
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 422)
     assert "cursor" in response.json["errors"]["query"]
 
 

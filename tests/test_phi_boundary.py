@@ -25,7 +25,8 @@ from app.phi.policy import minimize
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.phi.redaction import PhiScrubFilter
 from app.settings import PROJECT_ROOT
-from tests.factories import canonical_administration
+from tests.fixtures.factories import canonical_administration
+from tests.fixtures.problems import assert_problem
 
 NORTH = Pseudonymizer(tenant_pseudonym_key("test-master-key-not-a-real-secret-0123456789",
                                            "north-general"))
@@ -160,8 +161,7 @@ def test_error_bodies_mask_an_identifier_the_request_carried(api, tokens, seeded
         "units": [seeded_patient["mrn"]]}}, headers=tokens.headers(
         "north-general-operator", **{"Idempotency-Key": f"phi-echo-{uuid.uuid4()}"}))
 
-    assert response.status_code == 422
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 422)
     body = response.get_data(as_text=True)
     # Neither as sent nor in any respelling (a unit code reading would give ``MRN-<digits>``).
     assert seeded_patient["mrn"] not in body and seeded_patient["mrn"][3:] not in body

@@ -9,45 +9,9 @@ import logging
 import pytest
 
 from app.lookups.fhir import FHIR_JSON
+from tests.fixtures.phi import leaks_in, redis_dump
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
-
-
-# The demo data and the tests' time windows lie after this day (see demo_systems/world.py).
-OPERATIONAL_DATES_FROM = "2026-09-01"
-
-
-@pytest.fixture(scope="module")
-def seeded_identifiers(demo_administration) -> set[str]:
-    """Every PHI stand-in the eMAR was seeded with, as it appears on the wire."""
-    phi = demo_administration.admin.export_phi()
-    identifiers = {note for note in phi["notes"]}
-    for patient in phi["patients"]:
-        identifiers |= {patient["full_name"], patient["mrn"]}
-        # A newborn's birth date falls among the data's own dates (time windows, dispense
-        # days, result hours), where it would be found without being a leak; every earlier
-        # birth date is scanned for.
-        if patient["birth_date"] < OPERATIONAL_DATES_FROM:
-            identifiers.add(patient["birth_date"])
-    assert len(identifiers) > 100
-    return identifiers
-
-
-def leaks_in(text: str, identifiers: set[str]) -> list[str]:
-    """Return the seeded identifiers that occur in ``text``."""
-    return sorted(identifier for identifier in identifiers if identifier in text)
-
-
-def redis_dump(client) -> str:
-    """Every key and value of the hub's Redis, as one text."""
-    readers = {"string": client.get, "list": lambda key: client.lrange(key, 0, -1),
-               "hash": client.hgetall, "set": client.smembers,
-               "zset": lambda key: client.zrange(key, 0, -1)}
-    parts = []
-    for key in client.scan_iter(count=1000):
-        reader = readers.get(client.type(key))
-        parts.append(f"{key} {reader(key) if reader else ''}")
-    return "\n".join(parts)
 
 
 def drive_every_lookup(api, tokens, demo_inventory) -> list[str]:

@@ -26,7 +26,11 @@ from app.phi.policy import (
     require_policy,
 )
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
-from tests.factories import canonical_administration, canonical_container, canonical_container_origin
+from tests.fixtures.factories import (
+    canonical_administration,
+    canonical_container,
+    canonical_container_origin,
+)
 
 MASTER_KEY = "test-master-key-not-a-real-secret-0123456789"
 NORTH = Pseudonymizer(tenant_pseudonym_key(MASTER_KEY, "north-general"))

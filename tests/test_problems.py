@@ -6,13 +6,13 @@ import pytest
 
 from app import create_app
 from app.problems import PROBLEM_TYPE_BASE, PROBLEM_TYPES, Problem, problem_response
+from tests.fixtures.problems import assert_problem
 
 
 def test_unknown_route_is_problem_json_with_request_id(api):
     response = api.get("/no-such-thing")
 
-    assert response.status_code == 404
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 404)
     body = response.json
     assert body["status"] == 404 and body["title"] == "Not Found"
     assert body["type"].endswith("/not-found")
@@ -22,8 +22,7 @@ def test_unknown_route_is_problem_json_with_request_id(api):
 def test_wrong_method_is_problem_json(api):
     response = api.post("/healthz")
 
-    assert response.status_code == 405
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 405)
 
 
 def test_unexpected_error_is_a_500_problem_without_exception_text(hub_settings,
@@ -37,8 +36,7 @@ def test_unexpected_error_is_a_500_problem_without_exception_text(hub_settings,
 
     response = app.test_client().get("/_test/explode")
 
-    assert response.status_code == 500
-    assert response.content_type == "application/problem+json"
+    assert_problem(response, 500)
     assert secret_text not in response.get_data(as_text=True)
     logged = [record for record in caplog.records if record.name == "app.problems"]
     assert logged and "RuntimeError" in logged[0].getMessage()

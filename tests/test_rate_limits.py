@@ -3,12 +3,13 @@ failed client authentications per client id and per address, whichever way crede
 sent; all counted in the real Redis, keyed so no caller input lands there; over a limit a 429
 problem+json with Retry-After."""
 
-import base64
-from dataclasses import replace
 
 import pytest
 
-from app import create_app
+from tests.fixtures.phi import redis_dump
+from tests.fixtures.problems import assert_retry_later
+from tests.fixtures.services import hub_app_with
+from tests.fixtures.tenants import basic_auth
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
@@ -25,10 +26,8 @@ def limited_app(hub_settings, migrated_database):
     """The hub allowing each client 5 lookups and 3 token requests a minute. Bearer tokens come
     from the session app (same signing keys), so only the token requests a test makes itself
     count against this app's token limit."""
-    app = create_app(replace(hub_settings, hub_rate_limit=f"{LOOKUP_LIMIT}/minute",
-                             hub_token_rate_limit=f"{TOKEN_LIMIT}/minute"))
-    app.config["TESTING"] = True
-    return app
+    return hub_app_with(hub_settings, hub_rate_limit=f"{LOOKUP_LIMIT}/minute",
+                        hub_token_rate_limit=f"{TOKEN_LIMIT}/minute")
 
 
 @pytest.fixture
@@ -37,11 +36,8 @@ def limited_api(limited_app):
 
 
 def assert_too_many_requests(response) -> None:
-    assert response.status_code == 429, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    assert response.json["status"] == 429
-    assert response.json["type"].endswith("/too-many-requests")
-    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert_retry_later(response, 429, "too-many-requests")
+    assert int(response.headers["Retry-After"]) <= 60
 
 
 def use_up_lookups(api, headers, url=ADMINISTRATIONS) -> None:
@@ -128,11 +124,9 @@ FAILURES_PER_ADDRESS = 5
 def guarded_app(hub_settings, migrated_database):
     """The hub allowing 3 failed client authentications per client id and 5 per address a
     minute, and plenty of token requests."""
-    app = create_app(replace(hub_settings, hub_token_rate_limit="50/minute",
-                             hub_token_failures_per_client=f"{FAILURES_PER_CLIENT}/minute",
-                             hub_token_failures_per_address=f"{FAILURES_PER_ADDRESS}/minute"))
-    app.config["TESTING"] = True
-    return app
+    return hub_app_with(hub_settings, hub_token_rate_limit="50/minute",
+                        hub_token_failures_per_client=f"{FAILURES_PER_CLIENT}/minute",
+                        hub_token_failures_per_address=f"{FAILURES_PER_ADDRESS}/minute")
 
 
 @pytest.fixture
@@ -140,16 +134,12 @@ def guarded_api(guarded_app):
     return guarded_app.test_client()
 
 
-def basic(client_id: str, secret: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
-
-
 def token_attempt(api, *, client_id, secret, address, via_basic):
     """A token request from ``address`` with credentials in HTTP Basic or in the body."""
     form = {"grant_type": "client_credentials"}
     headers = {}
     if via_basic:
-        headers = basic(client_id, secret)
+        headers = basic_auth(client_id, secret)
     else:
         form.update(client_id=client_id, client_secret=secret)
     return api.post("/v1/oauth/token", data=form, headers=headers,
@@ -197,19 +187,19 @@ def test_basic_credentials_beside_a_rotated_body_client_id_gain_nothing(guarded_
     # The old bypass: the limiter keyed by the body's client id while Basic authenticated.
     for attempt in range(FAILURES_PER_CLIENT + 2):
         response = guarded_api.post(
-            "/v1/oauth/token", headers=basic(INVENTORY, f"guess-{attempt}"),
+            "/v1/oauth/token", headers=basic_auth(INVENTORY, f"guess-{attempt}"),
             data={"grant_type": "client_credentials", "client_id": f"decoy-{attempt}"},
             environ_base={"REMOTE_ADDR": f"192.0.2.{100 + attempt}"})
         assert response.status_code == 400 and response.json["error"] == "invalid_request"
 
     # Basic alone is counted by the Basic client id, whatever the address.
     for attempt in range(FAILURES_PER_CLIENT):
-        guessed = guarded_api.post("/v1/oauth/token", headers=basic(INVENTORY, "guess"),
+        guessed = guarded_api.post("/v1/oauth/token", headers=basic_auth(INVENTORY, "guess"),
                                    data={"grant_type": "client_credentials"},
                                    environ_base={"REMOTE_ADDR": f"192.0.2.{150 + attempt}"})
         assert guessed.status_code == 401
     assert_too_many_requests(guarded_api.post(
-        "/v1/oauth/token", headers=basic(INVENTORY, "guess"),
+        "/v1/oauth/token", headers=basic_auth(INVENTORY, "guess"),
         data={"grant_type": "client_credentials"}, environ_base={"REMOTE_ADDR": "192.0.2.199"}))
 
 
@@ -231,25 +221,6 @@ def test_successful_token_requests_do_not_use_up_the_failure_budget(guarded_api,
 PATIENT_NAME = "Maribel Okonkwo-Lindqvist"
 
 
-def redis_contents(client) -> list[str]:
-    """Every key of the test Redis and every value stored under it, as text."""
-    texts = []
-    for key in client.scan_iter(count=1000):
-        texts.append(key)
-        kind = client.type(key)
-        if kind == "string":
-            texts.append(client.get(key) or "")
-        elif kind == "hash":
-            texts.extend(f"{field}={value}" for field, value in client.hgetall(key).items())
-        elif kind == "list":
-            texts.extend(client.lrange(key, 0, -1))
-        elif kind == "set":
-            texts.extend(client.smembers(key))
-        elif kind == "zset":
-            texts.extend(client.zrange(key, 0, -1))
-    return texts
-
-
 def test_client_id_sent_to_the_token_endpoint_never_becomes_a_redis_key(guarded_api, hub_app):
     # A patient's name typed into the client id field, by body and by Basic.
     for via_basic in (False, True):
@@ -257,8 +228,8 @@ def test_client_id_sent_to_the_token_endpoint_never_becomes_a_redis_key(guarded_
                                  address="198.51.100.99", via_basic=via_basic)
         assert response.status_code == 401
 
-    contents = redis_contents(hub_app.extensions["hub"].redis)
+    contents = redis_dump(hub_app.extensions["hub"].redis)
 
-    assert any("hub:ratelimit" in text for text in contents)  # the attempts were counted
+    assert "hub:ratelimit" in contents  # the attempts were counted
     for part in ("Maribel", "Okonkwo", "Lindqvist"):
-        assert not [text for text in contents if part.lower() in text.lower()], part
+        assert part.lower() not in contents.lower(), part

@@ -30,8 +30,8 @@ from app.snapshots.service import (
     sync_inventory_snapshot,
 )
 from app.tenants.service import get_tenant_by_slug
+from tests.fixtures.phi import leaks_in
 from tests.fixtures.processes import wait_until
-from tests.test_phi_leaks import leaks_in, seeded_identifiers  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state", "no_snapshots")
 
@@ -380,7 +380,7 @@ def test_administrations_do_not_answer_from_the_inventory_snapshot(
 
 # --- PHI ------------------------------------------------------------------------------------
 
-def test_snapshot_tables_hold_no_seeded_phi(hub, db, seeded_identifiers):  # noqa: F811
+def test_snapshot_tables_hold_no_seeded_phi(hub, db, seeded_identifiers):
     sync(hub, db)
     sync(hub, db, OTHER_SITE)
 

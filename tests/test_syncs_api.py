@@ -19,12 +19,13 @@ from sqlalchemy import select, update
 
 from app.jobs.models import Job
 from app.lookups import hot
-from app.problems import PROBLEM_CONTENT_TYPE
 from app.syncs import beat, service
 from app.syncs.models import SyncRun, SyncSchedule
 from app.tenants.models import Tenant
+from tests.fixtures.cli import hub_cli
+from tests.fixtures.phi import leaks_in
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
-from tests.test_phi_leaks import leaks_in, seeded_identifiers  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("demo_tenants", "quiet_schedules")
 
@@ -98,12 +99,6 @@ def listed(api, tokens, client: str = OPERATOR) -> dict[tuple[str, str | None], 
     response = api.get("/v1/admin/syncs", headers=tokens.headers(client))
     assert response.status_code == 200, response.json
     return {(item["sync"], item["tenant"]): item for item in response.json["items"]}
-
-
-def is_problem(response, status: int) -> bool:
-    return (response.status_code == status
-            and response.headers["Content-Type"] == PROBLEM_CONTENT_TYPE
-            and response.json["status"] == status)
 
 
 def sync_samples(api) -> dict[tuple[str, frozenset], float]:
@@ -205,10 +200,10 @@ def test_syncs_need_a_token_with_the_admin_scope(api, tokens, hub, method, path,
     emar = send(url, json=body, headers=tokens.headers("north-general-emar"))
     narrowed = send(url, json=body, headers=tokens.headers(OPERATOR, "jobs:read"))
 
-    assert is_problem(anonymous, 401), anonymous.get_data(as_text=True)
+    assert_problem(anonymous, 401)
     assert "Bearer" in anonymous.headers["WWW-Authenticate"]
     for refused in (emar, narrowed):
-        assert is_problem(refused, 403), refused.get_data(as_text=True)
+        assert_problem(refused, 403)
     assert schedule_row(hub, schedule_id) == before
     assert beat.next_due([entry_name("cache_warming")]) == {entry_name("cache_warming"): None}
 
@@ -221,7 +216,7 @@ def test_a_sync_the_tenant_cannot_see_is_404(api, tokens, hub, schedule_id):
 
     response = get_sync(api, tokens, schedule_id)
 
-    assert is_problem(response, 404), response.get_data(as_text=True)
+    assert_problem(response, 404)
     assert response.json["detail"] == "No such sync."
 
 
@@ -358,7 +353,7 @@ def test_an_invalid_change_is_422_and_changes_nothing(api, tokens, hub, body, fi
 
     response = patch_sync(api, tokens, schedule_id, body)
 
-    assert is_problem(response, 422), response.get_data(as_text=True)
+    assert_problem(response, 422)
     assert field in response.json["errors"]["json"], response.json
     assert schedule_row(hub, schedule_id) == stored
     assert beat.next_due([name]) == due and due[name] is not None
@@ -372,9 +367,9 @@ def test_a_tenant_cannot_change_the_hub_wide_sync_or_another_tenants(api, tokens
     hub_wide = patch_sync(api, tokens, purge_id, {"enabled": False})
     other_tenant = patch_sync(api, tokens, theirs, {"enabled": True})
 
-    assert is_problem(hub_wide, 403), hub_wide.get_data(as_text=True)
+    assert_problem(hub_wide, 403)
     assert hub_wide.json["type"].endswith("/hub-wide-sync")
-    assert is_problem(other_tenant, 404), other_tenant.get_data(as_text=True)
+    assert_problem(other_tenant, 404)
     assert {purge_id: schedule_row(hub, purge_id), theirs: schedule_row(hub, theirs)} == before
     assert beat.next_due([entry_name("retention_purge", "hub")])[
         entry_name("retention_purge", "hub")] is not None
@@ -410,14 +405,14 @@ def test_a_tenant_cannot_run_the_hub_wide_sync_or_another_tenants(api, tokens, h
     hub_wide = api.post(f"/v1/admin/syncs/{purge_id}/run", headers=tokens.headers(OPERATOR))
     other_tenant = api.post(f"/v1/admin/syncs/{theirs}/run", headers=tokens.headers(OPERATOR))
 
-    assert is_problem(hub_wide, 403), hub_wide.get_data(as_text=True)
+    assert_problem(hub_wide, 403)
     assert hub_wide.json["type"].endswith("/hub-wide-sync")
-    assert is_problem(other_tenant, 404), other_tenant.get_data(as_text=True)
+    assert_problem(other_tenant, 404)
 
 
 @pytest.mark.usefixtures("celery_worker", "clean_lookup_state")
 def test_a_failed_run_shows_in_the_api_and_on_metrics_without_a_log(
-        api, tokens, hub, demo_inventory, seeded_identifiers):  # noqa: F811
+        api, tokens, hub, demo_inventory, seeded_identifiers):
     schedule_id = enable(hub, "inventory_snapshot", spec="3600")
     demo_inventory.admin.set_faults(down=True, site=TENANT)
 
@@ -545,12 +540,7 @@ def test_a_tenant_sees_the_hub_wide_purges_health_but_not_its_report(api, tokens
 
 @pytest.fixture
 def cli(hub_app):
-    runner = hub_app.test_cli_runner()
-
-    def invoke(*args: str):
-        return runner.invoke(args=["hub", "syncs", *args], catch_exceptions=False)
-
-    return invoke
+    return hub_cli(hub_app, "syncs")
 
 
 def test_cli_lists_every_tenants_syncs(cli, hub):
@@ -695,7 +685,7 @@ def test_cache_warming_refreshes_recorded_lookups_through_the_lookup_path(hub):
 
 @pytest.mark.usefixtures("celery_worker", "clean_lookup_state")
 def test_the_runs_table_holds_no_phi_after_runs_of_every_kind(
-        api, tokens, hub, demo_inventory, seeded_identifiers):  # noqa: F811
+        api, tokens, hub, demo_inventory, seeded_identifiers):
     _make_lookups_hot(api, tokens, demo_inventory)
     kinds = [("inventory_snapshot", TENANT), ("cache_warming", TENANT),
              ("nightly_counts", TENANT), ("nightly_counts", "lakeside-clinic"),
