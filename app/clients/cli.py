@@ -39,16 +39,23 @@ def create_client(tenant_slug: str, client_id: str, product_code: str | None,
                "(the secret is shown once; store it now)")
 
 
-@clients_cli.command("rotate-secret")
-@click.argument("client_id")
-def rotate_client_secret(client_id: str) -> None:
-    """Give a client a new secret; the old one stops working at once."""
-    from app.clients.service import get_client, rotate_secret
+def _existing_client(client_id: str):
+    from app.clients.service import get_client
 
     client = get_client(db_session=resources().database.session, client_id=client_id)
     if client is None:
         raise click.ClickException(f"no client {client_id}")
-    secret = rotate_secret(db_session=resources().database.session, client=client)
+    return client
+
+
+@clients_cli.command("rotate-secret")
+@click.argument("client_id")
+def rotate_client_secret(client_id: str) -> None:
+    """Give a client a new secret; the old one stops working at once."""
+    from app.clients.service import rotate_secret
+
+    secret = rotate_secret(db_session=resources().database.session,
+                           client=_existing_client(client_id))
     commit_onboarding()
     click.echo(f"client_secret: {secret}\n(the secret is shown once; store it now)")
 
@@ -58,11 +65,7 @@ def rotate_client_secret(client_id: str) -> None:
 def disable_client(client_id: str) -> None:
     """Disable a client: no new tokens, issued ones refused within HUB_CLIENT_STATE_SECONDS."""
     from app.clients.service import disable_client as disable
-    from app.clients.service import get_client
 
-    client = get_client(db_session=resources().database.session, client_id=client_id)
-    if client is None:
-        raise click.ClickException(f"no client {client_id}")
-    disable(db_session=resources().database.session, client=client)
+    disable(db_session=resources().database.session, client=_existing_client(client_id))
     commit_onboarding()
     click.echo(f"client {client_id} disabled")
