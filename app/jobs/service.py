@@ -287,9 +287,8 @@ def list_jobs(*, db_session: Session, tenant_id: str, status: str | None, job_ty
     return jobs[:page_size], len(jobs) > page_size
 
 
-def cancel_job(*, db_session: Session, job: Job) -> list[str]:
-    """Cancel a queued or running job and revoke its unit tasks not yet started; return their
-    task ids."""
+def cancel_job(*, db_session: Session, job: Job) -> None:
+    """Cancel a queued or running job and revoke its unit tasks not yet started."""
     if not _transition(db_session, job.id, to="cancelled", allowed_from=("queued", "running"),
                        finished_at=utcnow(), error="cancelled by the client"):
         db_session.rollback()
@@ -301,9 +300,7 @@ def cancel_job(*, db_session: Session, job: Job) -> list[str]:
         unit.status = "cancelled"
     db_session.commit()
     db_session.refresh(job)
-    task_ids = [unit.task_id for unit in unfinished if unit.task_id]
-    dispatch.revoke_unit_tasks(task_ids)
-    return task_ids
+    dispatch.revoke_unit_tasks([unit.task_id for unit in unfinished if unit.task_id])
 
 
 def _transition(db_session: Session, job_id: uuid.UUID, *, to: str, allowed_from: tuple[str, ...],

@@ -7,8 +7,8 @@ Sinks and their checks (each calls this module; none has a copy of its own):
 - cache entries: :func:`assert_no_phi_fields` — a minimized record may hold pseudonyms and
   generalized values, but never a raw PHI field (:data:`PHI_FIELD_PATHS`);
 - Celery task arguments: :func:`assert_task_arguments` — ids only;
-- FHIR output: :func:`assert_minimized` and :func:`people_for_fhir` — what of a patient (and of
-  the nurse) a FHIR document may carry;
+- FHIR output: :func:`people_for_fhir` — what of a patient (and of the nurse) a FHIR document
+  may carry, from minimized records only;
 - logs: :mod:`app.phi.redaction` masks identifier-shaped text in every log line.
 
 Every refusal is :class:`UnsafeResult`, whose message names the field, never the value.
@@ -93,13 +93,6 @@ def assert_no_phi_fields(value, path: str = "payload") -> None:
     This is the check for stores of minimized records (the cache): pseudonyms and generalized
     values pass, a record that skipped :func:`app.phi.policy.minimize` does not."""
     for found in _phi_paths_in(value, path):
-        raise UnsafeResult(f"field {found} is PHI and may not be stored")
-
-
-def assert_minimized(record: Mapping) -> None:
-    """Raise ``UnsafeResult`` unless ``record`` is a minimized one (no raw PHI field)."""
-    for found in _phi_paths_in(record, "record"):
-        # Fail loudly rather than rely on a builder happening not to read those fields.
         raise UnsafeResult(f"field {found} is PHI: only minimized records are accepted "
                            "(see app.phi.policy)")
 
@@ -112,7 +105,8 @@ def people_for_fhir(record: Mapping) -> dict[str, str | None]:
     MedicationAdministration has no element for it, and carrying it would need a contained
     Patient resource, which is more than a consumer of dose events needs.
     """
-    assert_minimized(record)
+    # Fail loudly rather than rely on a builder happening not to read the raw fields.
+    assert_no_phi_fields(record, "record")
     patient = record.get("patient") or {}
     return {"patient": patient.get("ref"), "staff": record.get("nurse_ref")}
 
