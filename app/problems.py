@@ -68,6 +68,12 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
 }
 
 
+def problem_type_uri(status: int, problem_type: str | None = None) -> str:
+    """Return the ``type`` URI of a problem: its registered slug's, else the status's own."""
+    return PROBLEM_TYPE_BASE + (problem_type or
+                                HTTPStatus(status).phrase.lower().replace(" ", "-"))
+
+
 def registered_problem_type(slug: str) -> ProblemType:
     """Return the registered problem type ``slug``; an unregistered slug is a programming error."""
     try:
@@ -108,7 +114,7 @@ def problem_response(status: int, *, detail: str | None = None, title: str | Non
     phrase = HTTPStatus(status).phrase
     registered = registered_problem_type(problem_type) if problem_type else None
     body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + (problem_type or phrase.lower().replace(" ", "-")),
+        "type": problem_type_uri(status, problem_type),
         "title": title or (registered.title if registered else phrase),
         "status": status,
     }

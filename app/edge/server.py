@@ -21,7 +21,7 @@ from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 
-from app.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
+from app.problems import PROBLEM_CONTENT_TYPE, problem_type_uri
 
 # The statuses gunicorn itself gives these errors (gunicorn.workers.base.Worker.handle_error);
 # any other parse error is a 400. The response-header errors come first: they are subclasses of
@@ -48,8 +48,8 @@ def server_error_status(error: BaseException) -> int:
 def server_error_answer(status: int) -> bytes:
     """Return a complete HTTP response: a problem+json body naming only the status."""
     phrase = HTTPStatus(status).phrase
-    body = json.dumps({"type": PROBLEM_TYPE_BASE + phrase.lower().replace(" ", "-"),
-                       "title": phrase, "status": status}).encode()
+    body = json.dumps({"type": problem_type_uri(status), "title": phrase,
+                       "status": status}).encode()
     head = (f"HTTP/1.1 {status} {phrase}\r\n"
             "Connection: close\r\n"
             f"Content-Type: {PROBLEM_CONTENT_TYPE}\r\n"
