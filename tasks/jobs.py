@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 
 from celery import chord
-from flask import current_app
 
 from app.connectors.resilience import DownstreamError
+from app.extensions import resources
 from app.jobs import service
 from app.observability.context import enter_tenant
 from app.phi.boundary import assert_task_arguments
@@ -22,14 +22,10 @@ from tasks.celery_app import celery_app
 RECONCILE_IDLE_SECONDS = 60
 
 
-def _hub():
-    return current_app.extensions["hub"]
-
-
 @celery_app.task(name="hub.compute.plan_job", bind=True)
 def plan_job(self, job_id: str) -> dict:
     """Start the job and fan its units out as a chord whose body merges the partials."""
-    hub = _hub()
+    hub = resources()
     units = service.start_job(db_session=hub.database.session, job_id=job_id)
     if not units:
         return {"job_id": job_id, "units": 0}
@@ -49,7 +45,7 @@ def plan_job(self, job_id: str) -> dict:
 def run_job_unit(self, job_id: str, unit: str) -> dict:
     """Compute one unit's partial; retry downstream failures with backoff, then dead-letter.
     A unit the entitlement gate refuses stops the job without a downstream call."""
-    hub = _hub()
+    hub = resources()
     settings = hub.settings
     session = hub.database.session
     verdict = service.begin_unit(db_session=session, job_id=job_id, unit=unit,
@@ -93,7 +89,7 @@ def _backoff(retries: int) -> float:
 @celery_app.task(name="hub.compute.merge_job_results")
 def merge_job_results(job_id: str) -> dict:
     """Merge the units' partials into the checked, de-identified result."""
-    hub = _hub()
+    hub = resources()
     status = service.merge_job(db_session=hub.database.session, settings=hub.settings,
                                job_id=job_id)
     return {"job_id": job_id, "status": status}
@@ -102,7 +98,7 @@ def merge_job_results(job_id: str) -> dict:
 @celery_app.task(name="hub.compute.mark_job_failed")
 def mark_job_failed(job_id: str) -> dict:
     """Errback of the merge: the chord broke unexpectedly."""
-    service.fail_job(db_session=_hub().database.session, job_id=job_id,
+    service.fail_job(db_session=resources().database.session, job_id=job_id,
                      error="the job's pipeline failed unexpectedly; see the worker logs")
     return {"job_id": job_id, "status": "failed"}
 
@@ -110,7 +106,7 @@ def mark_job_failed(job_id: str) -> dict:
 @celery_app.task(name="hub.maintenance.reconcile_jobs", ignore_result=True)
 def reconcile_jobs() -> None:
     """Merge running jobs whose units are all finished but whose merge never ran."""
-    hub = _hub()
+    hub = resources()
     for job_id, tenant in service.jobs_awaiting_merge(db_session=hub.database.session,
                                                       idle_seconds=RECONCILE_IDLE_SECONDS):
         # Stamped into the merge's headers (task_context), so its log lines name the tenant.
