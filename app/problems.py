@@ -59,6 +59,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "json-too-deep": ProblemType(400),
     "no-phi-policy": ProblemType(403),
     "not-connected": ProblemType(503),
+    "not-offered-by-system": ProblemType(501, "Not offered by the tenant's system"),
     "not-entitled": ProblemType(403),
     "not-ready": ProblemType(503, "Not ready"),
     "too-many-active-jobs": ProblemType(429),

@@ -12,7 +12,8 @@ from app.observability import metrics
 
 def target(unit_codes=None, timezone="America/New_York") -> ConnectionTarget:
     return ConnectionTarget(tenant="north-general", product="administration",
-                            base_url="http://unused", credential="unused", timezone=timezone,
+                            connector=administration.CONNECTOR, base_url="http://unused",
+                            credential="unused", timezone=timezone,
                             options={"unit_codes": unit_codes or {}}, breaker=None, policy=None)
 
 

@@ -13,7 +13,8 @@ from datetime import datetime
 from app.canonical.schemas import AdministrationSchema
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
-from app.connectors.base import ConnectionTarget, map_records, resource_url
+from app.connectors.base import ConnectionOptionsSchema, ConnectionTarget, map_records, resource_url
+from app.connectors.registry import Connector
 from app.connectors.resilience import get_json
 
 SYSTEM = "administration"
@@ -88,3 +89,16 @@ def unit_codes(target: ConnectionTarget) -> list[str]:
                       breaker=target.breaker, policy=target.policy)
     return sorted(canonical_unit(ward["ward"], target.unit_codes)
                   for ward in answer.get("data", []))
+
+
+def health(target: ConnectionTarget) -> None:
+    """Raise unless the system answers its ward list (the cheapest authenticated read)."""
+    unit_codes(target)
+
+
+CONNECTOR = Connector(
+    name="emar-rest", product="administration", title="Medication administration (eMAR)",
+    transport="http-pull", options_schema=ConnectionOptionsSchema,
+    capabilities={"administrations_page": administrations_page,
+                  "iter_administrations": iter_administrations, "unit_codes": unit_codes},
+    events=("administration.recorded",), health=health)

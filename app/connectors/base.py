@@ -6,15 +6,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pybreaker
-from marshmallow import Schema, ValidationError
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 from app.canonical.ndc import InvalidNdc
 from app.canonical.times import InvalidTimestamp
-from app.canonical.units import InvalidUnitCode, canonical_unit
+from app.canonical.units import MAX_UNIT_CODE_LENGTH, InvalidUnitCode, canonical_unit
 from app.connectors.resilience import CallPolicy
+
+if TYPE_CHECKING:
+    from app.connectors.registry import Connector
 from app.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -23,18 +27,51 @@ MAPPING_ERRORS = (KeyError, TypeError, ValueError, InvalidNdc, InvalidTimestamp,
                   ValidationError)
 
 
+class ConnectionOptionsSchema(Schema):
+    """Options every connection may carry: a code map for local unit codes that do not follow
+    the canonical pattern, and the site's facility code. Connectors extend it."""
+
+    class Meta:
+        unknown = RAISE
+
+    unit_codes = fields.Dict(keys=fields.String(validate=validate.Length(1, MAX_UNIT_CODE_LENGTH)),
+                             values=fields.String(), load_default=dict)
+    facility = fields.String(validate=validate.Length(1, 64))
+
+    @validates("unit_codes")
+    def _canonical_targets(self, unit_codes: dict, **_kwargs) -> None:
+        wrong = sorted(native for native, unit in unit_codes.items()
+                       if not _is_unit_code(unit))
+        if wrong:
+            raise ValidationError(f"not canonical unit codes for: {', '.join(wrong)}")
+
+
+def _is_unit_code(value: str) -> bool:
+    try:
+        canonical_unit(value)
+    except InvalidUnitCode:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class ConnectionTarget:
-    """A tenant's instance of a system, ready to call."""
+    """A tenant's instance of a system, ready to call, with the connector that talks to it."""
 
     tenant: str
     product: str
+    connector: Connector
     base_url: str
     credential: str = field(repr=False)
     timezone: str
     options: dict
     breaker: pybreaker.CircuitBreaker
     policy: CallPolicy
+
+    def call(self, capability: str, *args, **kwargs):
+        """Call this system's connector capability ``capability`` (app.connectors.registry)
+        on this connection; raises ``UnsupportedCapability`` when the connector lacks it."""
+        return self.connector.capability(capability)(self, *args, **kwargs)
 
     @property
     def unit_codes(self) -> dict[str, str]:

@@ -13,13 +13,19 @@ _REFRESH_SECONDS = 60.0
 _resolved: dict[tuple[str, str], tuple[float, str]] = {}
 
 
+NO_CREDENTIAL = "none"
+
+
 class CredentialUnavailable(RuntimeError):
     """A credential reference cannot be resolved (the message names the reference kind only)."""
 
 
 def resolve_credential(reference: str, secrets_dir: Path) -> str:
     """Return the credential ``reference`` names: ``file:relative/or/absolute/path`` (relative
-    to the secrets folder) or ``env:VARIABLE``."""
+    to the secrets folder) or ``env:VARIABLE``; ``none`` (a system that pushes to the hub and
+    is never called) resolves to no credential."""
+    if reference == NO_CREDENTIAL:
+        return ""
     cache_key = (reference, str(secrets_dir))
     cached = _resolved.get(cache_key)
     if cached and time.monotonic() - cached[0] < _REFRESH_SECONDS:

@@ -18,7 +18,14 @@ from app.canonical.schemas import (
 )
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
-from app.connectors.base import ConnectionTarget, checked, map_records, resource_url
+from app.connectors.base import (
+    ConnectionOptionsSchema,
+    ConnectionTarget,
+    checked,
+    map_records,
+    resource_url,
+)
+from app.connectors.registry import Connector
 from app.connectors.resilience import get_json
 
 SYSTEM = "inventory"
@@ -234,3 +241,19 @@ def iter_movement_pages(target: ConnectionTarget, since: datetime | None
         if page:
             yield page
     return skipped
+
+
+def health(target: ConnectionTarget) -> None:
+    """Raise unless the system answers its location catalogue (the cheapest authenticated read)."""
+    unit_codes(target)
+
+
+CONNECTOR = Connector(
+    name="inventory-rest", product="inventory", title="Medication inventory",
+    transport="http-pull", options_schema=ConnectionOptionsSchema,
+    capabilities={"container_origin": container_origin, "containers_on_hand": containers_on_hand,
+                  "dispensed_barcodes": dispensed_barcodes, "unit_codes": unit_codes,
+                  "location_catalogue": location_catalogue,
+                  "iter_container_pages": iter_container_pages,
+                  "iter_movement_pages": iter_movement_pages},
+    events=("container.moved",), health=health)

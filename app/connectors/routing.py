@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from app.connectors.base import ConnectionTarget
-from app.connectors.credentials import resolve_credential
+from app.connectors.credentials import CredentialUnavailable, resolve_credential
+from app.connectors.registry import (
+    Connector,
+    UnknownConnector,
+    connector_named,
+    default_connector,
+)
 from app.connectors.resilience import CallPolicy, breaker_for
 from app.settings import Settings
+from app.tenants.models import Tenant
 from app.tenants.service import get_active_connection
 
 
 class NotConnected(LookupError):
-    """The tenant owns the product but has no active connection to an instance of it."""
+    """The tenant owns the product but has no active connection to an instance of it (or the
+    connection names a connector this process does not have installed)."""
+
+
+def connection_connector(connection) -> Connector:
+    """Return the connector that talks to ``connection``'s system: the one it names, else the
+    hub's own connector of its product."""
+    if connection.connector:
+        return connector_named(connection.connector)
+    return default_connector(connection.product.code)
 
 
 def call_policy(settings: Settings) -> CallPolicy:
@@ -33,10 +50,53 @@ def connection_target(*, db_session: Session, settings: Settings, tenant_id: str
                                        product=product)
     if connection is None:
         raise NotConnected(product)
+    try:
+        connector = connection_connector(connection)
+    except UnknownConnector:
+        raise NotConnected(product) from None
     policy = call_policy(settings)
     return ConnectionTarget(
-        tenant=tenant, product=product, base_url=connection.base_url,
+        tenant=tenant, product=product, connector=connector, base_url=connection.base_url,
         credential=resolve_credential(connection.credential_ref, settings.hub_secrets_dir),
         timezone=connection.timezone, options=dict(connection.options or {}),
         breaker=breaker_for(f"{tenant}:{product}", redis_url=settings.redis_url, policy=policy),
         policy=policy)
+
+
+@dataclass(frozen=True)
+class ConnectionHealth:
+    """The outcome of one connection's health check; ``error`` is an exception class name,
+    never a message (messages can carry URLs and credentials)."""
+
+    product: str
+    connector: str
+    ok: bool
+    error: str | None = None
+
+
+def connection_health(*, db_session: Session, settings: Settings, tenant: Tenant
+                      ) -> list[ConnectionHealth]:
+    """Run the health check of each of the tenant's active connections whose connector has
+    one (a system that pushes to the hub has nothing to poll and is left out)."""
+    results = []
+    for connection in sorted((c for c in tenant.connections if c.is_active),
+                             key=lambda c: c.product.code):
+        product = connection.product.code
+        try:
+            target = connection_target(db_session=db_session, settings=settings,
+                                       tenant_id=str(tenant.id), tenant=tenant.slug,
+                                       product=product)
+        except (NotConnected, CredentialUnavailable) as unusable:
+            results.append(ConnectionHealth(product, connection.connector or "-", False,
+                                            type(unusable).__name__))
+            continue
+        if target.connector.health is None:
+            continue
+        try:
+            target.connector.health(target)
+        except Exception as error:  # any failure means "unhealthy"; the class name says which
+            results.append(ConnectionHealth(product, target.connector.name, False,
+                                            type(error).__name__))
+        else:
+            results.append(ConnectionHealth(product, target.connector.name, True))
+    return results

@@ -27,8 +27,7 @@ from app.audit.service import record_event
 from app.cache import service as cache
 from app.canonical.times import format_utc, to_utc
 from app.clients.models import Client
-from app.connectors import administration as administration_connector
-from app.connectors import inventory as inventory_connector
+from app.connectors.credentials import CredentialUnavailable
 from app.connectors.resilience import DownstreamError
 from app.connectors.routing import NotConnected, connection_target
 from app.database import Database, utcnow
@@ -49,6 +48,13 @@ logger = logging.getLogger(__name__)
 # Which products each job type reads: the tenant must own every one of them.
 JOB_PRODUCTS = {"administration_counts": ("administration",),
                 "dose_reconciliation": ("inventory", "administration")}
+# What each job type asks of each product's connector (app.connectors.registry): checked at
+# submission, so a tenant whose system cannot answer is told so before anything is queued.
+JOB_CAPABILITIES = {
+    "administration_counts": {"administration": ("unit_codes", "iter_administrations")},
+    "dose_reconciliation": {"inventory": ("unit_codes", "dispensed_barcodes"),
+                            "administration": ("iter_administrations",)},
+}
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE_STATUSES = ("queued", "running")
 # How long a client over its active-jobs quota is told to wait: about the time a typical job
@@ -95,9 +101,8 @@ def known_units(*, db_session: Session, redis_client, settings: Settings, tenant
         return cached.payload["units"]
     target = connection_target(db_session=db_session, settings=settings,
                                tenant_id=str(tenant.id), tenant=tenant.slug, product=product)
-    connector = inventory_connector if product == "inventory" else administration_connector
     try:
-        units = connector.unit_codes(target)
+        units = target.call("unit_codes")
     except DownstreamError:
         if cached:
             return cached.payload["units"]
@@ -110,6 +115,23 @@ def known_units(*, db_session: Session, redis_client, settings: Settings, tenant
     cache.write(redis_client, key, {"units": units}, fresh_seconds=UNIT_CATALOGUE_SECONDS,
                 stale_seconds=settings.hub_cache_stale_seconds)
     return units
+
+
+def _require_capabilities(db_session: Session, settings: Settings, tenant: Tenant,
+                          job_type: str) -> None:
+    """Refuse (501) a job the tenant's systems cannot answer: a connector without a capability
+    the job type needs. A product without a connection is left to the unit catalogue's 503."""
+    for product, needed in JOB_CAPABILITIES[job_type].items():
+        try:
+            target = connection_target(db_session=db_session, settings=settings,
+                                       tenant_id=str(tenant.id), tenant=tenant.slug,
+                                       product=product)
+        except (NotConnected, CredentialUnavailable):
+            continue
+        missing = [capability for capability in needed if not target.connector.offers(capability)]
+        if missing:
+            raise Problem(f"This tenant's {product} system does not offer what a {job_type} "
+                          "job reads.", status=501, problem_type="not-offered-by-system")
 
 
 def _existing(db_session: Session, tenant_id: uuid.UUID, key: str) -> Job | None:
@@ -170,6 +192,7 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
                         products=JOB_PRODUCTS[job_type], client_pk=client_pk)
 
     tenant = _tenant(db_session, tenant_uuid)
+    _require_capabilities(db_session, settings, tenant, job_type)
     try:
         catalogue = known_units(db_session=db_session, redis_client=redis_client,
                                 settings=settings, tenant=tenant, job_type=job_type)

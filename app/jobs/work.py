@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from app.connectors import administration as administration_connector
-from app.connectors import inventory as inventory_connector
 from app.connectors.base import ConnectionTarget
 
 
@@ -23,8 +21,8 @@ def count_unit_administrations(administration: ConnectionTarget, *, unit: str, s
     """Count the unit's administrations (and total their doses) by the requested groups."""
     groups: dict[tuple, dict] = {}
     records = 0
-    for record in administration_connector.iter_administrations(
-            administration, unit=unit, ndc11=ndc11, since=since, until=until):
+    for record in administration.call(
+            "iter_administrations", unit=unit, ndc11=ndc11, since=since, until=until):
         records += 1
         key = (record["unit"] if "unit" in group_by else None,
                record["medication"]["ndc11"] if "medication" in group_by else None,
@@ -42,12 +40,12 @@ def reconcile_unit(inventory: ConnectionTarget, administration: ConnectionTarget
                    since: datetime, until: datetime) -> dict:
     """Compare containers dispensed to the unit with doses given from them (a diversion
     signal): matched doses, doses without a dispense record, containers never used."""
-    dispensed = inventory_connector.dispensed_barcodes(inventory, unit=unit, since=since,
+    dispensed = inventory.call("dispensed_barcodes", unit=unit, since=since,
                                                        until=until)
     used: set[str] = set()
     matched = without_dispense = 0
-    for record in administration_connector.iter_administrations(
-            administration, unit=unit, ndc11=None, since=since, until=until):
+    for record in administration.call(
+            "iter_administrations", unit=unit, ndc11=None, since=since, until=until):
         barcode = record.get("container_barcode")
         if barcode and barcode in dispensed:
             matched += 1

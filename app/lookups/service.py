@@ -16,10 +16,9 @@ from sqlalchemy.orm import Session
 
 from app.auth.principal import Principal
 from app.cache import service as cache
-from app.connectors import administration as administration_connector
-from app.connectors import inventory as inventory_connector
 from app.connectors.base import MAPPING_ERRORS, ConnectionTarget
 from app.connectors.credentials import CredentialUnavailable
+from app.connectors.registry import UnsupportedCapability
 from app.connectors.resilience import (
     DownstreamNotFound,
     DownstreamRejected,
@@ -105,6 +104,9 @@ def _lookup(*, db_session: Session, redis_client: redis.Redis, settings: Setting
     except (NotConnected, CredentialUnavailable):
         raise Problem(f"This tenant's {access.product} system is not connected.", status=503,
                       problem_type="not-connected", retry_after=60) from None
+    except UnsupportedCapability:
+        raise Problem(f"This tenant's {access.product} system does not offer this lookup.",
+                      status=501, problem_type="not-offered-by-system") from None
     except (DownstreamRejected, *MAPPING_ERRORS):
         raise Problem(f"The {access.product} system gave an answer the hub cannot "
                       "use.", status=502, problem_type="bad-downstream-answer") from None
@@ -139,8 +141,8 @@ def list_administrations(*, db_session: Session, redis_client: redis.Redis, sett
     consumer = principal.consumer
 
     def fetch(target: ConnectionTarget) -> dict:
-        records, next_native = administration_connector.administrations_page(
-            target, unit=unit, ndc11=ndc11, since=since, until=until,
+        records, next_native = target.call(
+            "administrations_page", unit=unit, ndc11=ndc11, since=since, until=until,
             native_cursor=native_cursor, page_size=page_size)
         return {"items": records, "next_cursor": encode_cursor(
             ADMINISTRATIONS_CURSOR, {"n": next_native}, **binding) if next_native else None}
@@ -167,7 +169,7 @@ def container_origin(*, db_session: Session, redis_client: redis.Redis, settings
         db_session=db_session, redis_client=redis_client, settings=settings,
         principal=principal, resource_type="container_origin",
         policy_resource="container_origin", params={"container_id": container_id},
-        fetch=lambda target: inventory_connector.container_origin(target, container_id),
+        fetch=lambda target: target.call("container_origin", container_id),
         minimize_payload=lambda origin, pseudonymizer: minimize(
             "container_origin", consumer, origin, pseudonymizer=pseudonymizer),
         snapshot=lambda: snapshots.snapshot_origin(
@@ -190,8 +192,8 @@ def inventory_on_hand(*, db_session: Session, redis_client: redis.Redis, setting
     consumer = principal.consumer
 
     def fetch(target: ConnectionTarget) -> dict:
-        items, next_position = inventory_connector.containers_on_hand(
-            target, unit=unit, ndc11=ndc11, position=position, page_size=page_size)
+        items, next_position = target.call(
+            "containers_on_hand", unit=unit, ndc11=ndc11, position=position, page_size=page_size)
         return {"items": items, "next_cursor": encode_cursor(
             INVENTORY_CURSOR, {"s": next_position[0], "o": next_position[1]}, **binding)
             if next_position else None}

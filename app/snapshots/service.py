@@ -16,7 +16,6 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.canonical.times import to_utc
-from app.connectors import inventory as inventory_connector
 from app.connectors.routing import connection_target
 from app.database import utcnow
 from app.settings import Settings
@@ -67,11 +66,11 @@ def sync_inventory_snapshot(*, db_session: Session, settings: Settings, tenant: 
     """
     target = connection_target(db_session=db_session, settings=settings,
                                tenant_id=str(tenant.id), tenant=tenant.slug, product="inventory")
-    locations = inventory_connector.location_catalogue(target)
-    containers, containers_skipped = _drain(inventory_connector.iter_container_pages(target))
+    locations = target.call("location_catalogue")
+    containers, containers_skipped = _drain(target.call("iter_container_pages"))
     latest = _latest_movement_at(db_session, tenant.id)
     since = latest - MOVEMENT_OVERLAP if latest is not None else None
-    movements, movements_skipped = _drain(inventory_connector.iter_movement_pages(target, since))
+    movements, movements_skipped = _drain(target.call("iter_movement_pages", since))
 
     synced_at = utcnow()
     # Keyed by id: an offset-paged listing that changes while it is read can repeat a record.

@@ -3,6 +3,8 @@ connect them to their systems."""
 
 from __future__ import annotations
 
+import json
+
 import click
 from flask.cli import AppGroup
 
@@ -11,6 +13,7 @@ from app.tenants.models import Product, Tenant
 
 tenants_cli = AppGroup("tenants", help="Tenants (hospital customers).")
 connections_cli = AppGroup("connections", help="A tenant's connections to its systems.")
+connectors_cli = AppGroup("connectors", help="The registered connectors (kinds of system).")
 
 
 def tenant_by_slug(slug: str) -> Tenant:
@@ -69,28 +72,86 @@ def list_tenants() -> None:
 @connections_cli.command("set")
 @click.argument("tenant_slug")
 @click.argument("product_code")
-@click.option("--base-url", required=True)
-@click.option("--credential-ref", required=True,
-              help="file:PATH (relative to the secrets folder) or env:VARIABLE.")
+@click.option("--connector", default=None, metavar="NAME",
+              help="A registered connector (`hub connectors list`); default: the hub's own "
+                   "connector of the product.")
+@click.option("--base-url", default="", help="Where the system answers (systems the hub pulls "
+                                             "from over HTTP).")
+@click.option("--credential-ref", default="none",
+              help="file:PATH (relative to the secrets folder) or env:VARIABLE; `none` for a "
+                   "system that pushes to the hub.")
 @click.option("--timezone", default="UTC", show_default=True)
 @click.option("--unit-code", "unit_codes", multiple=True, metavar="NATIVE=CANONICAL",
               help="Map a native unit code that does not follow the usual pattern.")
-def set_connection(tenant_slug: str, product_code: str, base_url: str, credential_ref: str,
-                   timezone: str, unit_codes: tuple[str, ...]) -> None:
+@click.option("--options", "options_json", default=None, metavar="JSON",
+              help="The connector's own options as a JSON object (checked against its "
+                   "options schema), e.g. the senders of an HL7 v2 system.")
+def set_connection(tenant_slug: str, product_code: str, connector: str | None, base_url: str,
+                   credential_ref: str, timezone: str, unit_codes: tuple[str, ...],
+                   options_json: str | None) -> None:
     """Create or update a tenant's connection to its instance of a product."""
-    from app.tenants.service import ensure_connection
+    from app.connectors.registry import InvalidConnectionOptions, UnknownConnector
+    from app.tenants.service import ConnectorMismatch, ensure_connection
 
-    if not credential_ref.startswith(("file:", "env:")):
-        raise click.BadParameter("must start with file: or env:", param_hint="--credential-ref")
-    code_map = {}
+    if credential_ref != "none" and not credential_ref.startswith(("file:", "env:")):
+        raise click.BadParameter("must start with file: or env:, or be none",
+                                 param_hint="--credential-ref")
+    try:
+        options = json.loads(options_json) if options_json else {}
+    except json.JSONDecodeError:
+        raise click.BadParameter("must be a JSON object", param_hint="--options") from None
+    if not isinstance(options, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--options")
+    code_map = dict(options.get("unit_codes") or {})
     for pair in unit_codes:
         native, sep, canonical = pair.partition("=")
         if not sep or not native or not canonical:
             raise click.BadParameter("must be NATIVE=CANONICAL", param_hint="--unit-code")
         code_map[native] = canonical
-    connection = ensure_connection(
-        db_session=resources().database.session, tenant=tenant_by_slug(tenant_slug),
-        product=product_by_code(product_code), base_url=base_url, credential_ref=credential_ref,
-        timezone=timezone, options={"unit_codes": code_map} if code_map else {})
+    if code_map:
+        options["unit_codes"] = code_map
+    try:
+        connection = ensure_connection(
+            db_session=resources().database.session, tenant=tenant_by_slug(tenant_slug),
+            product=product_by_code(product_code), base_url=base_url,
+            credential_ref=credential_ref, timezone=timezone, options=options,
+            connector=connector)
+    except UnknownConnector:
+        raise click.BadParameter(f"no connector {connector} is installed (see `hub connectors "
+                                 "list`)", param_hint="--connector") from None
+    except InvalidConnectionOptions as invalid:
+        raise click.BadParameter(json.dumps(invalid.messages, sort_keys=True),
+                                 param_hint="--options") from None
+    except (ConnectorMismatch, ValueError) as wrong:
+        raise click.ClickException(str(wrong)) from None
     commit_onboarding()
-    click.echo(f"connection {tenant_slug} → {product_code} at {connection.base_url}")
+    click.echo(f"connection {tenant_slug} → {product_code} "
+               f"({connection.connector or 'built-in connector'}) at {connection.base_url or '-'}")
+
+
+@connectors_cli.command("list")
+def list_connectors() -> None:
+    """List the registered connectors: built in, and installed as plug-ins."""
+    from app.connectors.registry import registered
+
+    for connector in registered().values():
+        click.echo(f"{connector.name:20} product={connector.product:16} "
+                   f"transport={connector.transport:12} source={connector.source}")
+        click.echo(f"{'':20} capabilities: {', '.join(sorted(connector.capabilities)) or '-'}")
+        click.echo(f"{'':20} events: {', '.join(connector.events) or '-'}")
+
+
+@connectors_cli.command("health")
+@click.argument("tenant_slug")
+def connection_health(tenant_slug: str) -> None:
+    """Run the health check of each of a tenant's connections (exit 1 if one fails)."""
+    from app.connectors.routing import connection_health as check
+
+    tenant = tenant_by_slug(tenant_slug)
+    results = check(db_session=resources().database.session, settings=resources().settings,
+                    tenant=tenant)
+    for result in results:
+        click.echo(f"{result.product:16} {result.connector:20} "
+                   f"{'ok' if result.ok else 'FAILING ' + (result.error or '')}")
+    if not all(result.ok for result in results):
+        raise SystemExit(1)

@@ -49,6 +49,9 @@ class Connection(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id"))
+    # The registered connector (app.connectors.registry) that talks to this instance; None is
+    # the hub's own connector of the product.
+    connector: Mapped[str | None] = mapped_column(String(100), default=None)
     base_url: Mapped[str] = mapped_column(String(500))
     credential_ref: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
