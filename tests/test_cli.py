@@ -117,6 +117,53 @@ def test_cli_refuses_unknown_scopes_and_bad_references(cli, slug, hub_app):
     assert reference.exit_code != 0 and "file: or env:" in reference.output
 
 
+def test_connection_options_are_checked_by_the_connector_before_anything_is_stored(
+        cli, slug, hub_app):
+    cli("tenants", "create", slug, "--name", "Options Hospital")
+
+    unknown_option = cli("connections", "set", slug, "inventory", "--base-url", "http://x",
+                         "--credential-ref", "env:K", "--options", '{"unit_code": {}}')
+    bad_unit = cli("connections", "set", slug, "inventory", "--base-url", "http://x",
+                   "--credential-ref", "env:K", "--unit-code", "4 WEST=not a unit!")
+    no_such_connector = cli("connections", "set", slug, "inventory", "--base-url", "http://x",
+                            "--credential-ref", "env:K", "--connector", "acme-stock")
+    wrong_product = cli("connections", "set", slug, "inventory", "--base-url", "http://x",
+                        "--credential-ref", "env:K", "--connector", "emar-rest")
+    no_url = cli("connections", "set", slug, "inventory", "--credential-ref", "env:K")
+
+    assert unknown_option.exit_code != 0 and "unit_code" in unknown_option.output
+    assert bad_unit.exit_code != 0 and "not canonical unit codes for: 4 WEST" in bad_unit.output
+    assert no_such_connector.exit_code != 0 and "no connector acme-stock" in no_such_connector.output
+    assert wrong_product.exit_code != 0 and "implements administration" in wrong_product.output
+    assert no_url.exit_code != 0 and "needs a base URL" in no_url.output
+    [line] = [line for line in cli("tenants", "list").output.splitlines() if slug in line]
+    assert line.endswith("connections: -")
+
+
+def test_operator_lists_connectors_and_checks_a_tenants_connections(
+        cli, demo_tenants, demo_faults_cleared):
+    listed = cli("connectors", "list")
+    healthy = cli("connectors", "health", "north-general")
+
+    assert listed.exit_code == 0
+    assert "inventory-rest" in listed.output and "emar-rest" in listed.output
+    assert "source=hub" in listed.output
+    assert healthy.exit_code == 0, healthy.output
+    assert re.search(r"administration\s+emar-rest\s+ok", healthy.output)
+    assert re.search(r"inventory\s+inventory-rest\s+ok", healthy.output)
+
+
+def test_connection_health_names_the_failing_system(cli, slug, hub_app):
+    cli("tenants", "create", slug, "--name", "Unreachable Hospital")
+    cli("connections", "set", slug, "inventory", "--base-url", "http://127.0.0.1:9/x",
+        "--credential-ref", "env:HOME")
+
+    result = cli("connectors", "health", slug)
+
+    assert result.exit_code == 1
+    assert re.search(r"inventory\s+inventory-rest\s+FAILING DownstreamUnavailable", result.output)
+
+
 def test_demo_tenants_are_onboarded_by_the_local_stack_not_the_hub_cli(
         hub_app, hub_environment, demo_data_dir, demo_inventory, demo_administration):
     onboarded = subprocess.run(
