@@ -100,3 +100,32 @@ def connection_health(*, db_session: Session, settings: Settings, tenant: Tenant
         else:
             results.append(ConnectionHealth(product, target.connector.name, True))
     return results
+
+
+def connection_overview(*, db_session: Session, settings: Settings, tenant_id: str,
+                        check: bool) -> list[dict]:
+    """Return the tenant's active connections with what their connectors offer, and with
+    ``check`` each one's health (None for a system that pushes to the hub)."""
+    tenant = db_session.get(Tenant, uuid.UUID(tenant_id))
+    health = {result.product: result for result in
+              connection_health(db_session=db_session, settings=settings, tenant=tenant)
+              } if check else {}
+    overview = []
+    for connection in sorted((c for c in tenant.connections if c.is_active),
+                             key=lambda c: c.product.code):
+        try:
+            connector = connection_connector(connection)
+        except UnknownConnector:
+            overview.append({"product": connection.product.code,
+                             "connector": connection.connector, "title": "not installed",
+                             "transport": "-", "source": "-", "capabilities": [],
+                             "events": [], "health": {"ok": False, "error": "NotConnected"}})
+            continue
+        result = health.get(connection.product.code)
+        overview.append({"product": connection.product.code, "connector": connector.name,
+                         "title": connector.title, "transport": connector.transport,
+                         "source": connector.source,
+                         "capabilities": sorted(connector.capabilities),
+                         "events": list(connector.events),
+                         "health": {"ok": result.ok, "error": result.error} if result else None})
+    return overview
