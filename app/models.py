@@ -4,10 +4,12 @@ from app.audit.models import AuditEvent
 from app.clients.models import Client
 from app.database import Base
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
+from app.parallel_runs.models import ParallelRun, ParallelRunDifference
 from app.snapshots.models import SnapshotContainer, SnapshotLocation, SnapshotMovement
 from app.syncs.models import SyncRun, SyncSchedule
 from app.tenants.models import Connection, Entitlement, Product, Tenant
 
 __all__ = ["AuditEvent", "Base", "Client", "Connection", "DeadLetter", "Entitlement", "Job",
-           "JobResult", "JobUnit", "Product", "SnapshotContainer", "SnapshotLocation",
+           "JobResult", "JobUnit", "ParallelRun",
+           "ParallelRunDifference", "Product", "SnapshotContainer", "SnapshotLocation",
            "SnapshotMovement", "SyncRun", "SyncSchedule", "Tenant"]

@@ -30,6 +30,7 @@ from app.entitlements.service import authorize_read
 from app.lookups import hot
 from app.observability import metrics
 from app.paging import CursorKind, decode_cursor, encode_cursor, integer, text
+from app.parallel_runs import service as parallel_runs
 from app.phi.policy import RecordShapeError, minimize, minimize_many, require_policy
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.problems import Problem
@@ -163,7 +164,7 @@ def container_origin(*, db_session: Session, redis_client: redis.Redis, settings
                      refresh: bool = False) -> LookupAnswer:
     """Return where a container came from: medication, lot, expiry and movement chain."""
     consumer = principal.consumer
-    return _lookup(
+    answer = _lookup(
         db_session=db_session, redis_client=redis_client, settings=settings,
         principal=principal, resource_type="container_origin",
         policy_resource="container_origin", params={"container_id": container_id},
@@ -174,6 +175,14 @@ def container_origin(*, db_session: Session, redis_client: redis.Redis, settings
             db_session=db_session, tenant_id=uuid.UUID(principal.tenant_id),
             container_id=container_id),
         refresh=refresh)
+    # Only answers the system just gave are compared: a cached, stale or snapshot answer may be
+    # older than the legacy endpoint's, and cache warming is no caller's lookup.
+    if answer.cache_status == "MISS" and not refresh:
+        parallel_runs.shadow_lookup(
+            db_session=db_session, redis_client=redis_client, settings=settings,
+            tenant_id=principal.tenant_id, lookup="container_origin",
+            params={"container_id": container_id}, consumer=consumer, answer=answer.payload)
+    return answer
 
 
 def inventory_on_hand(*, db_session: Session, redis_client: redis.Redis, settings: Settings,

@@ -1,0 +1,63 @@
+"""Connector of the legacy inventory endpoint (the old point-to-point link of System A), asked
+only by parallel runs (``app.parallel_runs``) while that link is migrated onto the hub.
+
+Native shape (the system's older ``/legacy/v1`` API): snake_case, one document per container
+with its moves inlined, ``ndc`` as dashed NDC-10, move types in capitals, and local times
+*without* an offset, read in the zone the parallel run is configured with. ``X-Api-Key``
+authentication, as the current API.
+"""
+
+from __future__ import annotations
+
+from app.canonical.ndc import normalize_ndc
+from app.canonical.schemas import ContainerOriginSchema, MovementSchema
+from app.canonical.times import format_utc, to_utc
+from app.canonical.units import canonical_unit
+from app.connectors.base import ConnectionTarget, checked, map_records, resource_url
+from app.connectors.resilience import get_json
+
+SYSTEM = "legacy_inventory"
+_MOVEMENT_TYPES = {"RECEIVE": "received", "STOCK": "stocked", "DISPENSE": "dispensed"}
+_origin_schema = ContainerOriginSchema()
+_movement_schema = MovementSchema()
+
+
+def _place(target: ConnectionTarget, unit: str | None, cabinet: str | None) -> str | None:
+    if cabinet:
+        return cabinet
+    return canonical_unit(unit, target.unit_codes) if unit else None
+
+
+def _movement(target: ConnectionTarget, native: dict) -> dict:
+    return {
+        "movement_id": native["move_no"],
+        "type": _MOVEMENT_TYPES[native["move_type"]],
+        "from_location": _place(target, native.get("from_unit"), native.get("from_cabinet")),
+        "to_location": _place(target, native["to_unit"], native.get("to_cabinet")),
+        "at": format_utc(to_utc(native["moved_at"], target.timezone)),
+    }
+
+
+def container_origin(target: ConnectionTarget, container_id: str) -> dict:
+    """Return a container with its movement chain (canonical), as the legacy endpoint tells it."""
+    native = get_json(system=SYSTEM,
+                      url=resource_url(target.base_url, "containers", container_id, "origin"),
+                      params={}, headers={"X-Api-Key": target.credential},
+                      breaker=target.breaker, policy=target.policy)
+    record = {
+        "container_id": native["container_no"],
+        "barcode": native["barcode_no"],
+        "medication": {"ndc11": normalize_ndc(native["ndc"]), "name": native["drug_name"],
+                       "strength": native.get("drug_strength")},
+        "lot": native["lot_no"],
+        "expires_on": native["expiry_date"],
+        "location": {"facility": native["facility_code"],
+                     "unit": canonical_unit(native["unit_code"], target.unit_codes)
+                     if native.get("unit_code") else None,
+                     "cabinet": native.get("cabinet_code")},
+        "status": native["state"],
+    }
+    record["movements"] = map_records(native.get("moves", []),
+                                      lambda move: _movement(target, move), _movement_schema,
+                                      system=SYSTEM, resource="movement")
+    return checked(record, _origin_schema)
