@@ -435,3 +435,33 @@ def test_comparisons_are_counted_on_metrics_by_lookup_and_outcome(
                if sample.name == "hub_parallel_run_comparisons_total"}
     assert samples[frozenset({"lookup": "container_origin", "outcome": "mismatch"}.items())] == 1
     assert samples[frozenset({"lookup": "container_origin", "outcome": "match"}.items())] == 0
+
+
+# --- the local stack -----------------------------------------------------------------------
+
+def test_the_local_stack_runs_each_demo_sites_container_origins_against_the_legacy_api(
+        api, tokens, hub, hub_settings, demo_data_dir, demo_inventory, celery_worker):
+    from devstack.demo_tenants import configure_demo_parallel_runs
+
+    def configure_demo() -> list[str]:
+        return configure_demo_parallel_runs(
+            db_session=hub.database.session, manifest_path=demo_data_dir / "manifest.json",
+            inventory_url=demo_inventory.base_url, secrets_dir=hub_settings.hub_secrets_dir)
+
+    created = configure_demo()
+
+    runs = {view["tenant"]: view for view in service.list_parallel_runs(
+        db_session=hub.database.session, tenant_id=None)}
+    assert len(created) == len(runs) >= 2 and "lakeside-clinic" not in runs
+    north = runs[NORTH]
+    assert north["legacy_base_url"] == demo_legacy_url(demo_inventory)
+    assert (north["legacy_timezone"], north["sample_rate"]) == (NORTH_ZONE, 1.0)
+    # Started again, the stack keeps what operators changed.
+    service.change_parallel_run(db_session=hub.database.session, run_id=north["id"],
+                                tenant_id=None, actor="test", sample_rate=0.5)
+    assert configure_demo() == []
+    assert report(api, tokens, north["id"])["sample_rate"] == 0.5
+    service.change_parallel_run(db_session=hub.database.session, run_id=north["id"],
+                                tenant_id=None, actor="test", sample_rate=1.0)
+    origin(api, tokens, dispensed_containers(demo_inventory, 1, offset=15)[0])
+    assert compared(hub, north["id"], 1)["mismatches"] == 1
