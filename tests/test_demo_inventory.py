@@ -332,3 +332,18 @@ def test_the_legacy_api_needs_the_sites_key_and_knows_only_its_containers(demo_i
     assert legacy_origin(demo_inventory, "NGH-C99999999").status_code == 404
     # Another site's container is not this site's.
     assert legacy_origin(demo_inventory, item["containerId"], site=RIVER).status_code == 404
+
+
+def test_the_legacy_stock_lists_the_containers_on_hand_with_lower_case_lots(demo_inventory):
+    current = [item for item in containers(demo_inventory, unit="ICU-3", limit=500)["items"]
+               if item["status"] != "received"][:7]
+
+    response = requests.get(f"{demo_inventory.base_url}/legacy/v1/sites/{NORTH}/stock",
+                            params={"unit": "ICU-3", "limit": 7},
+                            headers=demo_inventory.auth_headers(NORTH), timeout=10)
+
+    assert response.status_code == 200, response.text
+    stock = response.json()["stock"]
+    assert [item["container_no"] for item in stock] == [item["containerId"] for item in current]
+    assert [item["lot_no"] for item in stock] == [item["lotNumber"].lower() for item in current]
+    assert {item["state"] for item in stock} <= {"stocked", "dispensed"}

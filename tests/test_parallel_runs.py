@@ -465,3 +465,31 @@ def test_the_local_stack_runs_each_demo_sites_container_origins_against_the_lega
                                 tenant_id=None, actor="test", sample_rate=1.0)
     origin(api, tokens, dispensed_containers(demo_inventory, 1, offset=15)[0])
     assert compared(hub, north["id"], 1)["mismatches"] == 1
+
+
+# --- the inventory lookup ------------------------------------------------------------------
+
+def test_the_first_inventory_page_is_compared_item_by_item_and_later_pages_never(
+        api, tokens, hub, demo_inventory, celery_worker):
+    view = service.configure_parallel_run(
+        db_session=hub.database.session, tenant_id=tenant_id(hub), lookup="inventory",
+        actor="test", legacy_base_url=demo_legacy_url(demo_inventory),
+        legacy_credential_ref=inventory_credential_ref(hub), legacy_timezone=NORTH_ZONE)
+
+    first = api.get("/v1/inventory", query_string={"unit": "ICU-3", "page_size": 4},
+                    headers=tokens.headers(EMAR))
+    later = api.get("/v1/inventory", query_string={"unit": "ICU-3", "page_size": 4,
+                                                   "cursor": first.json["next_cursor"]},
+                    headers=tokens.headers(EMAR))
+
+    assert first.status_code == later.status_code == 200
+    assert compared(hub, view["id"], 1)["mismatches"] == 1
+    shown = report(api, tokens, view["id"])
+    # The lower-case lots are the only difference; the hub's cursor is not compared.
+    assert shown["top_fields"] == [{"field": "items[].lot", "kind": "changed", "count": 4}]
+    lots = {item["path"]: (item["hub_value"], item["legacy_value"])
+            for item in shown["recent_differences"]}
+    assert lots == {f"items[{index}].lot": (item["lot"], item["lot"].lower())
+                    for index, item in enumerate(first.json["items"])}
+    assert not list(hub.redis.scan_iter(match=f"{service.STASH_PREFIX}*"))
+    assert counts(hub, view["id"])["comparisons"] == 1

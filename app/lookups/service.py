@@ -225,10 +225,19 @@ def inventory_on_hand(*, db_session: Session, redis_client: redis.Redis, setting
             INVENTORY_CURSOR, {"s": 0, "o": next_offset}, **binding)
             if next_offset is not None else None}, synced_at
 
-    return _lookup(db_session=db_session, redis_client=redis_client, settings=settings,
-                   principal=principal, resource_type="inventory",
-                   policy_resource="container",
-                   params={"unit": unit, "ndc11": ndc11, "cursor": cursor,
-                           "page_size": page_size},
-                   fetch=fetch, minimize_payload=minimized, snapshot=from_snapshot,
-                   refresh=refresh)
+    answer = _lookup(db_session=db_session, redis_client=redis_client, settings=settings,
+                     principal=principal, resource_type="inventory",
+                     policy_resource="container",
+                     params={"unit": unit, "ndc11": ndc11, "cursor": cursor,
+                             "page_size": page_size},
+                     fetch=fetch, minimize_payload=minimized, snapshot=from_snapshot,
+                     refresh=refresh)
+    # The first page only: a later page's position is the hub's own cursor, which the legacy
+    # endpoint cannot follow. The cursor itself is not compared, for the same reason.
+    if answer.cache_status == "MISS" and not refresh and cursor is None:
+        parallel_runs.shadow_lookup(
+            db_session=db_session, redis_client=redis_client, settings=settings,
+            tenant_id=principal.tenant_id, lookup="inventory",
+            params={"unit": unit, "ndc11": ndc11, "page_size": page_size},
+            consumer=principal.consumer, answer={"items": answer.payload["items"]})
+    return answer

@@ -100,7 +100,8 @@ def shown_value(value: Any, field: str, disclosed: frozenset[str]) -> str | None
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def disclosed_fields(policy_resource: str, consumer: str) -> frozenset[str]:
+def disclosed_fields(policy_resource: str, consumer: str, prefix: str = "") -> frozenset[str]:
     """The fields of ``policy_resource`` whose values a report may show to ``consumer``'s
-    tenant (see :func:`app.phi.policy.disclosed_paths`)."""
-    return disclosed_paths(policy_resource, consumer)
+    tenant (see :func:`app.phi.policy.disclosed_paths`), named as they appear in the compared
+    answer (``prefix`` ``items[].`` for a page of records)."""
+    return frozenset(prefix + path for path in disclosed_paths(policy_resource, consumer))

@@ -37,7 +37,7 @@ from app.jobs import dispatch
 from app.parallel_runs.comparison import Difference, differences, disclosed_fields, shown_value
 from app.parallel_runs.models import ParallelRun, ParallelRunDifference
 from app.phi.boundary import assert_no_phi_fields
-from app.phi.policy import RecordShapeError, minimize
+from app.phi.policy import RecordShapeError, minimize, minimize_many
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.problems import Problem
 from app.settings import Settings, redact_url
@@ -56,18 +56,32 @@ OUTCOMES = ("match", "mismatch", "legacy_error")
 
 @dataclass(frozen=True)
 class ShadowedLookup:
-    """A lookup that can run in parallel with a legacy endpoint: the PHI policy both answers
-    are minimized with, and how the legacy connector answers it from the lookup's parameters."""
+    """A lookup that can run in parallel with a legacy endpoint: how the legacy connector
+    answers it from the lookup's parameters (canonical), how that answer is minimized (the PHI
+    policy the hub's own answer went through, for the same consumer), and under which policy
+    and path prefix its fields are named in the report."""
 
     name: str
     policy_resource: str
-    legacy_answer: Callable[[ConnectionTarget, dict], dict]
+    legacy_answer: Callable[[ConnectionTarget, dict], object]
+    minimized: Callable[[object, str, Pseudonymizer], dict]
+    field_prefix: str = ""
 
 
 SHADOWED_LOOKUPS: dict[str, ShadowedLookup] = {
     "container_origin": ShadowedLookup(
         "container_origin", "container_origin",
-        lambda target, params: legacy_inventory.container_origin(target, params["container_id"])),
+        lambda target, params: legacy_inventory.container_origin(target, params["container_id"]),
+        lambda origin, consumer, pseudonymizer: minimize(
+            "container_origin", consumer, origin, pseudonymizer=pseudonymizer)),
+    # The first page only (a later page's cursor is the hub's own), without its cursor.
+    "inventory": ShadowedLookup(
+        "inventory", "container",
+        lambda target, params: legacy_inventory.containers_on_hand(
+            target, unit=params["unit"], ndc11=params["ndc11"], page_size=params["page_size"]),
+        lambda containers, consumer, pseudonymizer: {"items": minimize_many(
+            "container", consumer, containers, pseudonymizer=pseudonymizer)},
+        field_prefix="items[]."),
 }
 
 
@@ -358,15 +372,15 @@ def compare(*, db_session: Session, redis_client: redis.Redis, settings: Setting
         canonical = shadowed.legacy_answer(target, stash["params"])
         pseudonymizer = Pseudonymizer(tenant_pseudonym_key(settings.hub_pseudonym_key,
                                                            str(run.tenant_id)))
-        legacy = minimize(shadowed.policy_resource, consumer, canonical,
-                          pseudonymizer=pseudonymizer)
+        legacy = shadowed.minimized(canonical, consumer, pseudonymizer)
         found = differences(stash["hub"], legacy)
         outcome = "mismatch" if found else "match"
     except (DownstreamNotFound, DownstreamRejected, DownstreamUnavailable, CredentialUnavailable,
             RecordShapeError, *MAPPING_ERRORS) as error:
         outcome, legacy_error = "legacy_error", _legacy_failure(error)
     _record(db_session, run, outcome, comparison_id, found,
-            disclosed_fields(shadowed.policy_resource, consumer), legacy_error,
+            disclosed_fields(shadowed.policy_resource, consumer, shadowed.field_prefix),
+            legacy_error,
             settings.hub_parallel_run_differences_kept)
     logger.info("parallel run compared", extra={"lookup": run.lookup, "outcome": outcome,
                                                 "differences": len(found),
