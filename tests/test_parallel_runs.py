@@ -9,6 +9,7 @@ through unchanged.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -493,3 +494,43 @@ def test_the_first_inventory_page_is_compared_item_by_item_and_later_pages_never
                     for index, item in enumerate(first.json["items"])}
     assert not list(hub.redis.scan_iter(match=f"{service.STASH_PREFIX}*"))
     assert counts(hub, view["id"])["comparisons"] == 1
+
+
+# --- the comparison's bookkeeping ----------------------------------------------------------
+
+def test_a_comparison_is_taken_once_and_only_the_newest_differences_are_kept(
+        api, tokens, hub, hub_settings, demo_inventory):
+    from dataclasses import replace
+
+    container_id = dispensed_containers(demo_inventory, 1, offset=16)[0]
+    live, _ = origin(api, tokens, container_id)
+    forget_cached_lookups(hub)
+    keep_three = replace(hub_settings, hub_parallel_run_differences_kept=3)
+    with legacy_endpoint() as legacy:
+        document = legacy_document(live.json)
+        legacy.document = {**document, "lot_no": "other", "moves": document["moves"][:1]}
+        run_id = configure(hub, legacy.base_url, timezone="UTC")
+        outcomes = []
+        for _ in range(3):
+            # Kept as the request path keeps it, compared here instead of by a worker.
+            comparison_id = uuid.uuid4().hex
+            hub.redis.set(service.STASH_PREFIX + comparison_id, json.dumps(
+                {"run_id": run_id, "lookup": "container_origin",
+                 "params": {"container_id": container_id}, "consumer": "administration",
+                 "hub": live.json}), ex=60)
+            outcomes.append(service.compare(db_session=hub.database.session,
+                                            redis_client=hub.redis, settings=keep_three,
+                                            comparison_id=comparison_id))
+        # A redelivered task finds its comparison taken: nothing is counted twice.
+        outcomes.append(service.compare(db_session=hub.database.session, redis_client=hub.redis,
+                                        settings=keep_three, comparison_id=comparison_id))
+
+    assert outcomes == ["mismatch", "mismatch", "mismatch", "expired"]
+    assert counts(hub, run_id)["mismatches"] == 3
+    with hub.database.new_session() as reader:
+        kept = list(reader.scalars(select(ParallelRunDifference).order_by(
+            ParallelRunDifference.compared_at, ParallelRunDifference.path)))
+    # Each comparison found three differences (lot, movements[1], movements[2]); the newest
+    # three rows are the last comparison's.
+    assert len(kept) == 3 and {row.comparison_id.hex for row in kept} == {comparison_id}
+    assert {row.path for row in kept} == {"lot", "movements[1]", "movements[2]"}
