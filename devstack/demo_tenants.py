@@ -21,7 +21,12 @@ from app.clients.service import ensure_client, new_client_secret
 from app.entitlements.service import grant_entitlement
 from app.parallel_runs.service import configure_parallel_run, run_id_for
 from app.problems import Problem
-from app.tenants.service import ensure_connection, ensure_tenant, get_product
+from app.tenants.service import (
+    ensure_connection,
+    ensure_tenant,
+    get_product,
+    get_tenant_by_slug,
+)
 
 # Which scopes each kind of demo client gets: a system reads the other system's data.
 DEMO_CLIENTS = {
@@ -105,15 +110,15 @@ DEMO_LEGACY_PATH = "/legacy/v1/sites/{site}"
 
 def configure_demo_parallel_runs(*, db_session: Session, manifest_path: Path,
                                  inventory_url: str, secrets_dir: Path) -> list[str]:
-    """Give each demo site with an inventory system a parallel run of ``container_origin``
+    """Give each onboarded demo site with an inventory system a parallel run of ``container_origin``
     against the demo inventory's legacy API (every lookup sampled), unless it has one already
     (an operator's later changes are kept). Returns the ids of the runs created."""
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     created = []
     for site in manifest["sites"]:
         system = site["systems"].get("inventory")
-        tenant = ensure_tenant(db_session=db_session, slug=site["site"], name=site["name"])
-        if system is None:
+        tenant = get_tenant_by_slug(db_session=db_session, slug=site["site"])
+        if system is None or tenant is None:
             continue
         try:
             run_id_for(db_session=db_session, tenant_id=str(tenant.id), lookup="container_origin")

@@ -42,6 +42,7 @@ from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.problems import Problem
 from app.settings import Settings, redact_url
 from app.tenants.models import Tenant
+from app.tenants.service import get_active_connection
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class ShadowedLookup:
     legacy_answer: Callable[[ConnectionTarget, dict], object]
     minimized: Callable[[object, str, Pseudonymizer], dict]
     field_prefix: str = ""
+    # The system behind both links: the legacy link reads the live connection's code maps.
+    product: str = "inventory"
 
 
 SHADOWED_LOOKUPS: dict[str, ShadowedLookup] = {
@@ -291,12 +294,18 @@ def shadow_lookup(*, db_session: Session, redis_client: redis.Redis, settings: S
 
 # --- in the worker -------------------------------------------------------------------------
 
-def _legacy_target(run: ParallelRun, settings: Settings, tenant_slug: str) -> ConnectionTarget:
+def _legacy_target(db_session: Session, run: ParallelRun, shadowed: ShadowedLookup,
+                   settings: Settings, tenant_slug: str) -> ConnectionTarget:
     policy = call_policy(settings)
+    # The old link talks to the same system, which spells units the same way: the live
+    # connection's code maps apply to it too.
+    live = get_active_connection(db_session=db_session, tenant_id=run.tenant_id,
+                                 product=shadowed.product)
     return ConnectionTarget(
         tenant=tenant_slug, product=f"legacy-{run.lookup}", base_url=run.legacy_base_url,
         credential=resolve_credential(run.legacy_credential_ref, settings.hub_secrets_dir),
-        timezone=run.legacy_timezone, options={},
+        timezone=run.legacy_timezone,
+        options={"unit_codes": (live.options or {}).get("unit_codes") or {}} if live else {},
         # A breaker of its own: a dead legacy link opens it without touching the live link's.
         breaker=breaker_for(f"legacy:{tenant_slug}:{run.lookup}", redis_url=settings.redis_url,
                             policy=policy),
@@ -368,7 +377,7 @@ def compare(*, db_session: Session, redis_client: redis.Redis, settings: Setting
     found: list[Difference] = []
     legacy_error = None
     try:
-        target = _legacy_target(run, settings, tenant.slug)
+        target = _legacy_target(db_session, run, shadowed, settings, tenant.slug)
         canonical = shadowed.legacy_answer(target, stash["params"])
         pseudonymizer = Pseudonymizer(tenant_pseudonym_key(settings.hub_pseudonym_key,
                                                            str(run.tenant_id)))
