@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, select
 
 from app.parallel_runs import service
-from app.parallel_runs.comparison import differences, field_of
+from app.parallel_runs.comparison import differences, disclosed_fields, field_of, shown_value
 from app.parallel_runs.models import ParallelRun, ParallelRunDifference
 from app.phi.boundary import reportable_value
 from app.phi.policy import disclosed_paths
@@ -146,6 +146,22 @@ def test_differences_name_each_field_by_path_and_kind():
                      ("spare", "spare", "extra")}
     assert differences(hub_answer, hub_answer) == []
     assert field_of("movements[12].at") == "movements[].at"
+
+
+def test_a_report_shows_values_only_of_fields_the_policy_keeps_and_never_identifier_shapes():
+    disclosed = disclosed_fields("administration", "operator")
+
+    # Pseudonyms and generalized birth dates stand for PHI: their values are never shown.
+    for field in ("patient.ref", "patient.birth_year", "nurse_ref", "patient.mrn", "note"):
+        assert shown_value("anything", field, disclosed) is None, field
+    assert shown_value("ICU-3", "unit", disclosed) == "ICU-3"
+    assert shown_value(2.5, "dose.quantity", disclosed) == "2.5"
+    # Even a kept field's value is refused when it looks like an identifier or free text.
+    assert shown_value("MRN 00123456", "route", disclosed) is None
+    assert shown_value("x" * 65, "route", disclosed) is None
+    assert shown_value({"at": "x"}, "movements[]", disclosed_fields("container_origin",
+                                                                    "operator")) is None
+    assert "items[].lot" in disclosed_fields("container", "operator", "items[].")
 
 
 # --- against the demo inventory's legacy API -----------------------------------------------
@@ -306,7 +322,8 @@ def test_a_cached_answer_is_not_compared_and_cache_warming_never_is(
 # --- PHI -----------------------------------------------------------------------------------
 
 def test_stored_differences_redis_and_logs_hold_no_phi(api, tokens, hub, demo_inventory,
-                                                       celery_worker, seeded_identifiers):
+                                                       celery_worker, seeded_identifiers,
+                                                       caplog):
     run_id = configure(hub, demo_legacy_url(demo_inventory))
     for container_id in dispensed_containers(demo_inventory, 3, offset=10):
         origin(api, tokens, container_id)
@@ -323,6 +340,7 @@ def test_stored_differences_redis_and_logs_hold_no_phi(api, tokens, hub, demo_in
             assert value is None or (row.field in disclosed and reportable_value(value))
     assert leaks_in(redis_dump(hub.redis), seeded_identifiers) == []
     assert leaks_in(celery_worker.log_text(), seeded_identifiers) == []
+    assert leaks_in(caplog.text, seeded_identifiers) == []
     assert leaks_in(str(report(api, tokens, run_id)), seeded_identifiers) == []
 
 
