@@ -140,6 +140,12 @@ SETTINGS: tuple[Setting, ...] = (
             "task on a downstream failure before it lands in the dead-letter store.", "int"),
     Setting("HUB_UNIT_MAX_DELIVERIES", 5, "Deliveries of one unit task (redeliveries after a "
             "killed worker included) before it is dead-lettered.", "int"),
+    Setting("HUB_PARALLEL_RUN_STASH_SECONDS", 300, "Seconds the hub's answer to a sampled "
+            "lookup waits in Redis for its parallel-run comparison (docs/parallel-run.md); a "
+            "comparison whose worker starts later is dropped, not counted.", "int"),
+    Setting("HUB_PARALLEL_RUN_DIFFERENCES_KEPT", 1000, "Field differences kept per parallel "
+            "run (the newest); the report's top fields are counted over these. The totals of "
+            "matches and mismatches are kept whole.", "int"),
     Setting("HUB_API_HOST", "127.0.0.1", "Address the API listens on."),
     Setting("HUB_API_PORT", 8000, "Port of the API.", "int"),
     Setting("HUB_API_WORKERS", 2, "Gunicorn worker processes for the API.", "int"),
@@ -225,6 +231,8 @@ class Settings:
     hub_beat_lock_timeout: int
     hub_unit_task_retries: int
     hub_unit_max_deliveries: int
+    hub_parallel_run_stash_seconds: int
+    hub_parallel_run_differences_kept: int
     hub_token_rate_limit: str
     hub_token_failures_per_client: str
     hub_token_failures_per_address: str

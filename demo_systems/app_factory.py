@@ -43,6 +43,8 @@ def create_demo_app(system: DemoSystem, data_dir: str | Path | None = None) -> F
     app.url_value_preprocessor(lambda endpoint, values: desk.take_site(values))
     app.before_request(desk.receive)
     app.register_blueprint(system.api)
+    for older_api in system.older_apis:
+        app.register_blueprint(older_api)
     app.register_blueprint(admin)
     app.register_error_handler(HTTPException, _http_error)
     return app

@@ -39,6 +39,8 @@ class DemoSystem:
     open_store: Callable[[Path], Any]
     export_phi: Callable[[Any], dict]
     """The seeded patient identifiers and notes this system serves, for leak scanning."""
+    older_apis: tuple[Blueprint, ...] = ()
+    """Older versions of the API still served beside the current one (behind the same desk)."""
 
 
 @dataclass

@@ -87,14 +87,17 @@ def _seed_demo_systems(settings: Settings) -> Path:
 def _onboard_demo_tenants(settings: Settings, manifest: Path,
                           system_urls: dict[str, str] | None = None) -> None:
     from app.database import Database
-    from devstack.demo_tenants import onboard_demo_sites
+    from devstack.demo_tenants import configure_demo_parallel_runs, onboard_demo_sites
 
     database = Database(settings.database_url)
+    urls = system_urls or _system_urls(settings)
     try:
         credentials = onboard_demo_sites(
-            db_session=database.session, manifest_path=manifest,
-            system_urls=system_urls or _system_urls(settings),
+            db_session=database.session, manifest_path=manifest, system_urls=urls,
             secrets_dir=settings.hub_secrets_dir)
+        configure_demo_parallel_runs(db_session=database.session, manifest_path=manifest,
+                                     inventory_url=urls["inventory"],
+                                     secrets_dir=settings.hub_secrets_dir)
     finally:
         database.remove_session()
         database.engine.dispose()
@@ -294,6 +297,10 @@ def _banner(settings: Settings, api: str, flower: str, elapsed: float) -> str:
         f"  Their secrets (owner-only file): python3 -m json.tool {clients_path}",
     ]
     lines += ["", "  Scheduled syncs (beat): .venv/bin/flask --app wsgi hub syncs list",
+              "  Parallel run of container origins against the demo legacy API "
+              "(docs/parallel-run.md):",
+              "    .venv/bin/flask --app wsgi hub parallel-runs show north-general "
+              "container_origin",
               "", "  Try it:", *[f"    {line}" for line in walkthrough(api, clients_path)],
               "", "  Ctrl-C stops everything.", ""]
     return "\n".join(lines)

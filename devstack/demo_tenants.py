@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from app.clients.service import ensure_client, new_client_secret
 from app.entitlements.service import grant_entitlement
-from app.tenants.service import ensure_connection, ensure_tenant, get_product
+from app.parallel_runs.service import configure_parallel_run, run_id_for
+from app.problems import Problem
+from app.tenants.service import (
+    ensure_connection,
+    ensure_tenant,
+    get_product,
+    get_tenant_by_slug,
+)
 
 # Which scopes each kind of demo client gets: a system reads the other system's data.
 DEMO_CLIENTS = {
@@ -93,3 +100,36 @@ def onboard_demo_sites(*, db_session: Session, manifest_path: Path, system_urls:
     db_session.commit()
     _save_secrets(secrets_path, known_secrets)
     return credentials
+
+
+# The demo inventory's older API, which the demo sites' eMAR link still used before the hub:
+# every container origin the hub answers is compared with it (demo_systems/inventory/legacy.py
+# says which differences to expect).
+DEMO_LEGACY_PATH = "/legacy/v1/sites/{site}"
+
+
+def configure_demo_parallel_runs(*, db_session: Session, manifest_path: Path,
+                                 inventory_url: str, secrets_dir: Path) -> list[str]:
+    """Give each onboarded demo site with an inventory system a parallel run of ``container_origin``
+    against the demo inventory's legacy API (every lookup sampled), unless it has one already
+    (an operator's later changes are kept). Returns the ids of the runs created."""
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    created = []
+    for site in manifest["sites"]:
+        system = site["systems"].get("inventory")
+        tenant = get_tenant_by_slug(db_session=db_session, slug=site["site"])
+        if system is None or tenant is None:
+            continue
+        try:
+            run_id_for(db_session=db_session, tenant_id=str(tenant.id), lookup="container_origin")
+            continue
+        except Problem:
+            pass
+        view = configure_parallel_run(
+            db_session=db_session, tenant_id=str(tenant.id), lookup="container_origin",
+            actor="devstack",
+            legacy_base_url=inventory_url.rstrip("/") + DEMO_LEGACY_PATH.format(site=site["site"]),
+            legacy_credential_ref=credential_ref(Path(system["key_file"]), secrets_dir),
+            legacy_timezone=site["timezone"], sample_rate=1.0, enabled=True)
+        created.append(view["id"])
+    return created

@@ -291,3 +291,59 @@ def test_invalid_fault_plans_are_400_and_change_nothing(demo_inventory, demo_fau
     assert response.status_code == 400
     assert response.json()["error"] == "bad_request"
     assert demo_inventory.admin.faults() == {"all_sites": NO_FAULTS, "sites": {}}
+
+
+# --- the legacy API (what a parallel run compares the hub with) -------------------------------
+
+def legacy_origin(demo_inventory, container_id, site=NORTH, **headers):
+    return requests.get(f"{demo_inventory.base_url}/legacy/v1/sites/{site}/containers/"
+                        f"{container_id}/origin",
+                        headers=headers or demo_inventory.auth_headers(site), timeout=10)
+
+
+def test_the_legacy_origin_has_the_old_shape_and_its_known_quirks(demo_inventory):
+    item = containers(demo_inventory, status="dispensed", limit=1)["items"][0]
+    history = demo_inventory.get(NORTH, f"/containers/{item['containerId']}/movements").json()["items"]
+
+    response = legacy_origin(demo_inventory, item["containerId"])
+
+    assert response.status_code == 200, response.text
+    legacy = response.json()
+    assert legacy["container_no"] == item["containerId"]
+    assert legacy["ndc"] == item["drug"]["ndc"] and legacy["state"] == "dispensed"
+    # Quirk: lot numbers in lower case.
+    assert legacy["lot_no"] == item["lotNumber"].lower() != item["lotNumber"]
+    # Quirk: the most recent movement is left out.
+    assert [move["move_no"] for move in legacy["moves"]] == \
+        [movement["movementId"] for movement in history[:-1]]
+    assert [move["move_type"] for move in legacy["moves"]] == ["RECEIVE", "STOCK"]
+    # Quirk: local times without an offset (the same wall-clock time as the current API's).
+    for move, movement in zip(legacy["moves"], history, strict=False):
+        moved_at = dt.datetime.fromisoformat(move["moved_at"])
+        assert moved_at.tzinfo is None
+        assert moved_at == dt.datetime.fromisoformat(movement["at"]).replace(tzinfo=None)
+
+
+def test_the_legacy_api_needs_the_sites_key_and_knows_only_its_containers(demo_inventory):
+    item = containers(demo_inventory, status="dispensed", limit=1)["items"][0]
+
+    assert legacy_origin(demo_inventory, item["containerId"], **{"X-Api-Key": "wrong"}
+                         ).status_code == 401
+    assert legacy_origin(demo_inventory, "NGH-C99999999").status_code == 404
+    # Another site's container is not this site's.
+    assert legacy_origin(demo_inventory, item["containerId"], site=RIVER).status_code == 404
+
+
+def test_the_legacy_stock_lists_the_containers_on_hand_with_lower_case_lots(demo_inventory):
+    current = [item for item in containers(demo_inventory, unit="ICU-3", limit=500)["items"]
+               if item["status"] != "received"][:7]
+
+    response = requests.get(f"{demo_inventory.base_url}/legacy/v1/sites/{NORTH}/stock",
+                            params={"unit": "ICU-3", "limit": 7},
+                            headers=demo_inventory.auth_headers(NORTH), timeout=10)
+
+    assert response.status_code == 200, response.text
+    stock = response.json()["stock"]
+    assert [item["container_no"] for item in stock] == [item["containerId"] for item in current]
+    assert [item["lot_no"] for item in stock] == [item["lotNumber"].lower() for item in current]
+    assert {item["state"] for item in stock} <= {"stocked", "dispensed"}

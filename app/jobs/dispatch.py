@@ -73,3 +73,9 @@ def run_sync_now(*, task_name: str, schedule_id: str) -> str:
     """Send a sync's task at once (an operator's "run now"); its single-flight lock still
     holds, so a run already going makes this one a counted skip. Returns the task id."""
     return _send(task_name, (schedule_id,)).id
+
+
+def compare_parallel_run(*, comparison_id: str) -> None:
+    """Compare a sampled lookup's answer with its legacy endpoint's, on the io queue (the id
+    names the hub's answer kept in Redis: the answer itself never travels in the message)."""
+    _send("hub.io.compare_parallel_run", (comparison_id,))

@@ -29,6 +29,7 @@ from app.entitlements.service import authorize_read
 from app.lookups import hot
 from app.observability import metrics
 from app.paging import CursorKind, decode_cursor, encode_cursor, integer, text
+from app.parallel_runs import service as parallel_runs
 from app.phi.policy import RecordShapeError, minimize, minimize_many, require_policy
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.problems import Problem
@@ -165,7 +166,7 @@ def container_origin(*, db_session: Session, redis_client: redis.Redis, settings
                      refresh: bool = False) -> LookupAnswer:
     """Return where a container came from: medication, lot, expiry and movement chain."""
     consumer = principal.consumer
-    return _lookup(
+    answer = _lookup(
         db_session=db_session, redis_client=redis_client, settings=settings,
         principal=principal, resource_type="container_origin",
         policy_resource="container_origin", params={"container_id": container_id},
@@ -176,6 +177,14 @@ def container_origin(*, db_session: Session, redis_client: redis.Redis, settings
             db_session=db_session, tenant_id=uuid.UUID(principal.tenant_id),
             container_id=container_id),
         refresh=refresh)
+    # Only answers the system just gave are compared: a cached, stale or snapshot answer may be
+    # older than the legacy endpoint's, and cache warming is no caller's lookup.
+    if answer.cache_status == "MISS" and not refresh:
+        parallel_runs.shadow_lookup(
+            db_session=db_session, redis_client=redis_client, settings=settings,
+            tenant_id=principal.tenant_id, lookup="container_origin",
+            params={"container_id": container_id}, consumer=consumer, answer=answer.payload)
+    return answer
 
 
 def inventory_on_hand(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
@@ -218,10 +227,19 @@ def inventory_on_hand(*, db_session: Session, redis_client: redis.Redis, setting
             INVENTORY_CURSOR, {"s": 0, "o": next_offset}, **binding)
             if next_offset is not None else None}, synced_at
 
-    return _lookup(db_session=db_session, redis_client=redis_client, settings=settings,
-                   principal=principal, resource_type="inventory",
-                   policy_resource="container",
-                   params={"unit": unit, "ndc11": ndc11, "cursor": cursor,
-                           "page_size": page_size},
-                   fetch=fetch, minimize_payload=minimized, snapshot=from_snapshot,
-                   refresh=refresh)
+    answer = _lookup(db_session=db_session, redis_client=redis_client, settings=settings,
+                     principal=principal, resource_type="inventory",
+                     policy_resource="container",
+                     params={"unit": unit, "ndc11": ndc11, "cursor": cursor,
+                             "page_size": page_size},
+                     fetch=fetch, minimize_payload=minimized, snapshot=from_snapshot,
+                     refresh=refresh)
+    # The first page only: a later page's position is the hub's own cursor, which the legacy
+    # endpoint cannot follow. The cursor itself is not compared, for the same reason.
+    if answer.cache_status == "MISS" and not refresh and cursor is None:
+        parallel_runs.shadow_lookup(
+            db_session=db_session, redis_client=redis_client, settings=settings,
+            tenant_id=principal.tenant_id, lookup="inventory",
+            params={"unit": unit, "ndc11": ndc11, "page_size": page_size},
+            consumer=principal.consumer, answer={"items": answer.payload["items"]})
+    return answer

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.audit.service import pending_count
 from app.observability import metrics
+from app.parallel_runs.metrics import render_parallel_run_metrics
 from app.problems import problem_response
 from app.syncs.metrics import render_sync_metrics
 
@@ -72,4 +73,8 @@ def init_http_metrics(app: Flask) -> None:
             body += render_sync_metrics(db_session=hub.database.session, settings=hub.settings)
         except (redis.RedisError, SQLAlchemyError):  # the request metrics still answer
             logger.warning("sync metrics unavailable for this scrape", exc_info=True)
+        try:
+            body += render_parallel_run_metrics(db_session=app.extensions["hub"].database.session)
+        except SQLAlchemyError:
+            logger.warning("parallel-run metrics unavailable for this scrape", exc_info=True)
         return Response(body, content_type=content_type)

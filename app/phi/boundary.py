@@ -9,6 +9,7 @@ Sinks and their checks (each calls this module; none has a copy of its own):
 - Celery task arguments: :func:`assert_task_arguments` — ids only;
 - FHIR output: :func:`people_for_fhir` — what of a patient (and of the nurse) a FHIR document
   may carry, from minimized records only;
+- parallel-run differences: :func:`reportable_value`, for fields the policy keeps unchanged;
 - logs: :mod:`app.phi.redaction` masks identifier-shaped text in every log line.
 
 Every refusal is :class:`UnsafeResult`, whose message names the field, never the value.
@@ -65,6 +66,16 @@ def assert_phi_free(value, path: str = "result", *,
         _assert_safe_text(value, path)
     elif not (value is None or isinstance(value, (int, float, bool))):
         raise UnsafeResult(f"value at {path} has an unexpected type")
+
+
+def reportable_value(value) -> bool:
+    """Tell whether a single value may be kept in a report (a parallel run's differences): a
+    number, a boolean, or short text with no identifier-shaped part. The caller also checks
+    that the PHI policy passes its field through unchanged (``policy.disclosed_paths``)."""
+    if isinstance(value, bool | int | float):
+        return True
+    return isinstance(value, str) and not looks_like_identifier(value) \
+        and len(value) <= MAX_SAFE_TEXT
 
 
 def _assert_safe_text(value: str, path: str) -> None:

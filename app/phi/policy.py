@@ -432,6 +432,17 @@ def _plan(resource_type: str, consumer: str) -> MinimizationPlan:
         raise PolicyMissing(resource_type, consumer) from None
 
 
+def disclosed_paths(resource_type: str, consumer: str) -> frozenset[str]:
+    """The output paths (lists marked ``[]``) whose values the policy passes through unchanged
+    (:class:`Keep`) for ``consumer``: the only fields whose values a report about the records
+    (a parallel run's differences) may show. Pseudonyms and generalized values are not among
+    them: they stand for PHI. Raises :class:`PolicyMissing` for an unknown pair."""
+    _plan(resource_type, consumer)
+    return frozenset(getattr(action, "as_", None) or path
+                     for path, action in POLICIES[(resource_type, consumer)].items()
+                     if isinstance(action, Keep))
+
+
 def require_policy(resource_type: str, consumer: str) -> None:
     """Raise :class:`PolicyMissing` unless ``consumer`` may read ``resource_type`` at all.
 

@@ -9,6 +9,7 @@ from demo_systems.app_factory import create_demo_app
 from demo_systems.database import ReadOnlyDatabase
 from demo_systems.front_desk import DemoSystem
 from demo_systems.inventory import store
+from demo_systems.inventory.legacy import legacy_api
 from demo_systems.inventory.views import api
 from demo_systems.sites import INVENTORY, site_by_slug
 
@@ -35,6 +36,7 @@ INVENTORY_SYSTEM = DemoSystem(
     presented_key=_presented_key,
     open_store=_open_store,
     export_phi=_export_phi,
+    older_apis=(legacy_api,),
 )
 
 
