@@ -14,8 +14,15 @@ from app.canonical.ndc import normalize_ndc
 from app.canonical.schemas import ContainerOriginSchema, ContainerSchema, MovementSchema
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
-from app.connectors.base import ConnectionTarget, checked, map_records, resource_url
+from app.connectors.base import (
+    ConnectionOptionsSchema,
+    ConnectionTarget,
+    checked,
+    map_records,
+    resource_url,
+)
 from app.connectors.inventory import ndc10_candidates
+from app.connectors.registry import Connector
 from app.connectors.resilience import get_json
 
 SYSTEM = "legacy_inventory"
@@ -74,10 +81,14 @@ def container_origin(target: ConnectionTarget, container_id: str) -> dict:
 
 
 def containers_on_hand(target: ConnectionTarget, *, unit: str | None, ndc11: str | None,
-                       page_size: int) -> list[dict]:
+                       position: tuple[int, int], page_size: int
+                       ) -> tuple[list[dict], tuple[int, int] | None]:
     """Return the first ``page_size`` containers on hand (canonical), by unit and/or
     medication, in the order the hub's first page lists them: one query per NDC-10 spelling
-    the system could use for the medication, in the live connector's order."""
+    the system could use for the medication, in the live connector's order. The old API has
+    no paging: only the first page (``position`` (0, 0)) exists, and no next one."""
+    if position != (0, 0):
+        return [], None
     spellings: list[str | None] = ndc10_candidates(ndc11) if ndc11 else [None]
     containers: list[dict] = []
     for spelling in spellings:
@@ -91,4 +102,11 @@ def containers_on_hand(target: ConnectionTarget, *, unit: str | None, ndc11: str
         answer = _get(target, ("stock",), params)
         containers += map_records(answer["stock"], lambda item: _container(target, item),
                                   _container_schema, system=SYSTEM, resource="container")
-    return containers[:page_size]
+    return containers[:page_size], None
+
+
+CONNECTOR = Connector(
+    name="inventory-legacy", product="inventory", title="Medication inventory (legacy API)",
+    transport="http-pull", options_schema=ConnectionOptionsSchema,
+    capabilities={"container_origin": container_origin, "containers_on_hand": containers_on_hand},
+    events=())

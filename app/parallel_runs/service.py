@@ -22,9 +22,9 @@ import redis
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from app.connectors import legacy_inventory
 from app.connectors.base import MAPPING_ERRORS, ConnectionTarget
 from app.connectors.credentials import CredentialUnavailable, resolve_credential
+from app.connectors.registry import connector_named
 from app.connectors.resilience import (
     DownstreamNotFound,
     DownstreamRejected,
@@ -69,19 +69,22 @@ class ShadowedLookup:
     field_prefix: str = ""
     # The system behind both links: the legacy link reads the live connection's code maps.
     product: str = "inventory"
+    # The registered connector (app.connectors.registry) that speaks the old link.
+    legacy_connector: str = "inventory-legacy"
 
 
 SHADOWED_LOOKUPS: dict[str, ShadowedLookup] = {
     "container_origin": ShadowedLookup(
         "container_origin", "container_origin",
-        lambda target, params: legacy_inventory.container_origin(target, params["container_id"]),
+        lambda target, params: target.call("container_origin", params["container_id"]),
         lambda origin, consumer, pseudonymizer: minimize(
             "container_origin", consumer, origin, pseudonymizer=pseudonymizer)),
     # The first page only (a later page's cursor is the hub's own), without its cursor.
     "inventory": ShadowedLookup(
         "inventory", "container",
-        lambda target, params: legacy_inventory.containers_on_hand(
-            target, unit=params["unit"], ndc11=params["ndc11"], page_size=params["page_size"]),
+        lambda target, params: target.call(
+            "containers_on_hand", unit=params["unit"], ndc11=params["ndc11"], position=(0, 0),
+            page_size=params["page_size"])[0],
         lambda containers, consumer, pseudonymizer: {"items": minimize_many(
             "container", consumer, containers, pseudonymizer=pseudonymizer)},
         field_prefix="items[]."),
@@ -302,7 +305,8 @@ def _legacy_target(db_session: Session, run: ParallelRun, shadowed: ShadowedLook
     live = get_active_connection(db_session=db_session, tenant_id=run.tenant_id,
                                  product=shadowed.product)
     return ConnectionTarget(
-        tenant=tenant_slug, product=f"legacy-{run.lookup}", base_url=run.legacy_base_url,
+        tenant=tenant_slug, product=f"legacy-{run.lookup}",
+        connector=connector_named(shadowed.legacy_connector), base_url=run.legacy_base_url,
         credential=resolve_credential(run.legacy_credential_ref, settings.hub_secrets_dir),
         timezone=run.legacy_timezone,
         options={"unit_codes": (live.options or {}).get("unit_codes") or {}} if live else {},
