@@ -57,6 +57,7 @@ def configure_http_edge(app: Flask, settings: Settings) -> None:
 def configure_api(app: Flask, settings: Settings) -> None:
     from app.audit.views import blp as audit_blueprint
     from app.auth.views import blp as oauth_blueprint
+    from app.events.views import blp as subscriptions_blueprint
     from app.health.views import blp as health_blueprint
     from app.jobs.views import blp as jobs_blueprint
     from app.lookups.views import blp as lookups_blueprint
@@ -65,10 +66,10 @@ def configure_api(app: Flask, settings: Settings) -> None:
     api = HubApi(app)
     # Rate limits are checked after the bearer token, so they count per client.
     init_rate_limits(app, settings, client_blueprints=[lookups_blueprint, audit_blueprint, jobs_blueprint,
-                                                         syncs_blueprint],
+                                                         syncs_blueprint, subscriptions_blueprint],
                      token_blueprint=oauth_blueprint)
     for blueprint in (health_blueprint, oauth_blueprint, lookups_blueprint, audit_blueprint,
-                      jobs_blueprint, syncs_blueprint):
+                      jobs_blueprint, syncs_blueprint, subscriptions_blueprint):
         api.register_blueprint(blueprint)
     register_docs_assets(app)
 

@@ -16,6 +16,7 @@ from app.audit.cli import audit_cli
 from app.clients.cli import clients_cli
 from app.database import upgrade_schema
 from app.entitlements.cli import entitlements_cli
+from app.events.cli import events_cli
 from app.extensions import resources
 from app.jobs.cli import dead_letters_cli, smoke
 from app.settings import settings_table
@@ -24,7 +25,7 @@ from app.tenants.cli import connections_cli, tenants_cli
 
 hub_cli = AppGroup("hub", help="Operate the medication hub.")
 for _command in (tenants_cli, connections_cli, clients_cli, entitlements_cli, audit_cli,
-                 dead_letters_cli, syncs_cli, smoke):
+                 dead_letters_cli, syncs_cli, events_cli, smoke):
     hub_cli.add_command(_command)
 
 

@@ -4,7 +4,7 @@ the work is in ``app.events``."""
 
 from __future__ import annotations
 
-from app.events import service
+from app.events import delivery, service
 from app.extensions import resources
 from tasks.celery_app import celery_app
 
@@ -22,3 +22,15 @@ def sweep_events() -> dict:
     """Send fan-outs and due deliveries whose tasks never reached the broker."""
     hub = resources()
     return service.sweep(db_session=hub.database.session, settings=hub.settings)
+
+
+@celery_app.task(name="hub.io.deliver_webhook", bind=True, max_retries=None)
+def deliver_webhook(self, delivery_id: str) -> dict:
+    """Attempt one webhook delivery; a failure due again soon is retried with its backoff as
+    the countdown (later ones, and dead letters, are recorded on the delivery)."""
+    hub = resources()
+    result = delivery.attempt_delivery(db_session=hub.database.session, settings=hub.settings,
+                                       delivery_id=delivery_id)
+    if result.outcome == "failed" and result.retry_in is not None:
+        raise self.retry(countdown=result.retry_in)
+    return {"delivery_id": delivery_id, "outcome": result.outcome}

@@ -170,6 +170,17 @@ def _mark_dispatched(db_session: Session, query) -> list[str]:
     return [str(delivery_id) for delivery_id in ids]
 
 
+def pending_deliveries(*, db_session: Session, subscription_id: uuid.UUID) -> list[str]:
+    """Make a subscription's pending deliveries due now, mark them sent and return their ids
+    (to send): what a resumed subscription held while it was paused."""
+    db_session.execute(update(Delivery).where(
+        Delivery.subscription_id == subscription_id, Delivery.status == "pending").values(
+        next_attempt_at=utcnow()))
+    return _mark_dispatched(db_session, select(Delivery.id).where(
+        Delivery.subscription_id == subscription_id, Delivery.status == "pending")
+        .order_by(Delivery.created_at))
+
+
 def send_deliveries(delivery_ids: Iterable[str]) -> int:
     """Send the delivery task of each id; a broker that is down leaves them to the sweeper."""
     sent = 0
