@@ -10,6 +10,7 @@ from app.auth.principal import init_bearer_auth, init_scope_check
 from app.edge.headers import init_response_headers
 from app.edge.limits import init_request_limits
 from app.edge.origin import PublicOrigin
+from app.events.destinations import check_webhook_settings
 from app.extensions import HubResources
 from app.observability.http_metrics import init_http_metrics
 from app.observability.logs import configure_logging
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the hub's Flask app. Tests pass ``settings``; processes read the environment."""
     settings = settings or load_settings()
     check_default_schedules(settings)
+    check_webhook_settings(settings)
     configure_logging(settings.hub_log_level)
 
     app = Flask(__name__)

@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 
 import urllib3
 
+from app.settings import Settings, SettingsError
+
 MAX_URL_LENGTH = 2000
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"),
                                 ipaddress.ip_address("fd00:ec2::254")})
@@ -70,6 +72,22 @@ def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
                      for part in text.split(",") if part.strip())
     except ValueError:
         raise ValueError("HUB_WEBHOOK_ALLOWED_NETWORKS holds CIDRs, comma-separated") from None
+
+
+def check_webhook_settings(settings: Settings) -> None:
+    """Refuse to start with a malformed ``HUB_WEBHOOK_ALLOWED_NETWORKS`` (a typo must not
+    surface as every delivery failing) or retry settings that cannot work."""
+    try:
+        parse_networks(settings.hub_webhook_allowed_networks)
+    except ValueError as invalid:
+        raise SettingsError(str(invalid)) from None
+    if settings.hub_webhook_retry_base_seconds <= 0 or \
+            settings.hub_webhook_retry_max_seconds < settings.hub_webhook_retry_base_seconds:
+        raise SettingsError("HUB_WEBHOOK_RETRY_BASE_SECONDS must be positive and at most "
+                            "HUB_WEBHOOK_RETRY_MAX_SECONDS")
+    if settings.hub_webhook_timeout_seconds <= 0 or settings.hub_webhook_pause_after_failures < 1:
+        raise SettingsError("HUB_WEBHOOK_TIMEOUT_SECONDS and HUB_WEBHOOK_PAUSE_AFTER_FAILURES "
+                            "must be positive")
 
 
 def _system_resolver(host: str, port: int) -> list[str]:
