@@ -4,12 +4,15 @@ listens, once per thing that happened, and fanned out (or swept up later) after 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.clients.models import Client
+from app.database import utcnow
 from app.events import service
 from app.events.models import Delivery, Event
 from tests.fixtures.factories import (
@@ -18,6 +21,8 @@ from tests.fixtures.factories import (
     subscription_row,
     tenant_row,
 )
+from tests.fixtures.processes import wait_until
+from tests.fixtures.webhooks import subscribe
 
 OCCURRED = datetime(2026, 11, 18, 8, 15, tzinfo=UTC)
 PHI = ("MRN48213377", "Maribel", "1957-06-14", "Patient reported pain", "RN20481")
@@ -107,3 +112,53 @@ def test_fan_out_makes_one_delivery_per_matching_subscription_once(listening_ten
     assert len(first) == 1 and again == [] and len(deliveries) == 1
     assert session.get(Event, event.id).fanned_out_at is not None
 
+
+
+def _settings_without_grace(hub):
+    return replace(hub.settings, hub_webhook_sweep_grace_seconds=0)
+
+
+def test_an_event_whose_fan_out_never_reached_the_broker_is_delivered_by_the_sweeper(
+        celery_worker, event_tenant, webhook_receiver, api):
+    """The outbox: the event was committed, but its fan-out was never sent (the broker was
+    down when the producer committed). The sweeper finds it and the subscriber gets it."""
+    _client, headers = event_tenant.client()
+    subscribe(api, headers, webhook_receiver.url)
+    app = event_tenant.app
+    hub = app.extensions["hub"]
+    with app.app_context():
+        session = hub.database.session
+        event = service.publish(db_session=session, settings=hub.settings,
+                                tenant_id=event_tenant.tenant_id,
+                                event_type="administration.recorded", product="administration",
+                                resource=canonical_administration(), occurred_at=OCCURRED)
+        session.commit()
+        event_id = event.id
+        swept = service.sweep(db_session=session, settings=_settings_without_grace(hub))
+        assert swept["events"] >= 1
+    wait_until(lambda: webhook_receiver.count() == 1, timeout=30, description="swept delivery")
+    with app.app_context():
+        assert hub.database.session.get(Event, event_id).fanned_out_at is not None
+
+
+def test_a_delivery_whose_worker_died_mid_attempt_is_sent_again_by_the_sweeper(
+        celery_worker, event_tenant, webhook_receiver, api):
+    _client, headers = event_tenant.client()
+    subscribe(api, headers, webhook_receiver.url)
+    app = event_tenant.app
+    hub = app.extensions["hub"]
+    with app.app_context():
+        session = hub.database.session
+        event = service.publish(db_session=session, settings=hub.settings,
+                                tenant_id=event_tenant.tenant_id,
+                                event_type="administration.recorded", product="administration",
+                                resource=canonical_administration(), occurred_at=OCCURRED)
+        session.commit()
+        (delivery_id,) = service.fan_out(db_session=session, event_id=str(event.id))
+        # As a worker killed after claiming it leaves it: sending, its claim run out.
+        session.execute(update(Delivery).where(Delivery.id == uuid.UUID(delivery_id)).values(
+            status="sending", claimed_until=utcnow() - timedelta(seconds=1)))
+        session.commit()
+        swept = service.sweep(db_session=session, settings=_settings_without_grace(hub))
+        assert swept["abandoned"] == 1
+    wait_until(lambda: webhook_receiver.count() == 1, timeout=30, description="resent delivery")
