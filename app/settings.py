@@ -189,6 +189,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(System B).", "int"),
     Setting("DEMO_ACCESS_LOG", False, "Write the demo systems' access log (one line per "
             "request). Off by default: the syncs' paging would fill the stack's log.", "bool"),
+    Setting("DEMO_SUBSCRIBER_PORT", 8109, "Port of the demo webhook subscriber (receives and "
+            "verifies the demo tenants' events).", "int"),
     Setting("DEMO_SEED", 42, "Seed of the demo systems' synthetic data.", "int"),
     Setting("DEMO_ADMINISTRATIONS", 20000, "Administration events the demo systems are seeded "
             "with by `make run` (the generator reaches 1,000,000 in under a minute).", "int"),
@@ -272,6 +274,7 @@ class Settings:
     demo_inventory_port: int
     demo_administration_port: int
     demo_access_log: bool
+    demo_subscriber_port: int
     demo_seed: int
     demo_administrations: int
 

@@ -7,6 +7,7 @@ delivery when the host turns out to be loopback, and cut down per subscriber at 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
@@ -277,3 +278,27 @@ def test_seeded_phi_is_in_no_event_row_delivery_history_worker_log_or_payload(
               webhook_receiver.received()[0].body.decode(), celery_worker.log_text()]
     for sink in sinks:
         assert leaks_in(sink, seeded_identifiers) == []
+
+
+def test_the_demo_subscriber_verifies_what_the_hub_delivers(api, event_tenant, tmp_path):
+    from werkzeug.serving import make_server
+
+    from demo_systems.subscriber import create_app as subscriber_app
+
+    secrets_file = tmp_path / "subscriber.json"
+    server = make_server("127.0.0.2", 0, subscriber_app(secrets_file), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _client, headers = event_tenant.client()
+        url = f"http://127.0.0.2:{server.server_port}/events/{event_tenant.slug}"
+        subscription = subscribe(api, headers, url)
+        secrets_file.write_text(json.dumps({event_tenant.slug: subscription["secret"]}))
+        publish_and_notify(event_tenant.app, tenant_id=event_tenant.tenant_id,
+                           record=canonical_administration())
+        _settled(api, headers, subscription["id"], {"delivered"})
+        stats = server.app.test_client().get("/stats").json["counts"]
+    finally:
+        server.shutdown()
+    assert stats == [{"tenant": event_tenant.slug, "type": "administration.recorded",
+                      "outcome": "full", "count": 1}]
