@@ -15,10 +15,16 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from app.events.models import Delivery, Event
+from tests.fixtures.cli import hub_cli
 from tests.fixtures.factories import canonical_administration
 from tests.fixtures.phi import leaks_in
 from tests.fixtures.processes import wait_until
-from tests.fixtures.webhooks import publish_and_notify, running_receiver, subscribe
+from tests.fixtures.webhooks import (
+    OCCURRED_AT,
+    publish_and_notify,
+    running_receiver,
+    subscribe,
+)
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -302,3 +308,35 @@ def test_the_demo_subscriber_verifies_what_the_hub_delivers(api, event_tenant, t
         server.shutdown()
     assert stats == [{"tenant": event_tenant.slug, "type": "administration.recorded",
                       "outcome": "full", "count": 1}]
+
+
+def test_operators_list_and_replay_dead_letters_from_the_cli(api, event_tenant,
+                                                             webhook_receiver, hub_app):
+    from sqlalchemy import update
+
+    from app.events.service import fan_out, publish
+
+    _client, headers = event_tenant.client()
+    subscription = subscribe(api, headers, webhook_receiver.url)
+    hub = hub_app.extensions["hub"]
+    with hub_app.app_context():
+        session = hub.database.session
+        event = publish(db_session=session, settings=hub.settings,
+                        tenant_id=event_tenant.tenant_id, event_type="administration.recorded",
+                        product="administration", resource=canonical_administration(),
+                        occurred_at=OCCURRED_AT)
+        session.commit()
+        (delivery_id,) = fan_out(db_session=session, event_id=str(event.id))
+        # As a delivery whose retry horizon ran out leaves it (its task never sent here).
+        session.execute(update(Delivery).where(Delivery.id == uuid.UUID(delivery_id)).values(
+            status="dead_lettered", attempts=5, last_error="The receiver answered HTTP 503."))
+        session.commit()
+    events_cli = hub_cli(hub_app, "events")
+    listed = events_cli("dead-letters", "--tenant", event_tenant.slug)
+    assert delivery_id in listed.output and "HTTP 503" in listed.output
+    replayed = events_cli("replay", delivery_id)
+    assert replayed.exit_code == 0, replayed.output
+    delivered = _settled(api, headers, subscription["id"], {"delivered"})
+    assert webhook_receiver.received()[0].headers["webhook-id"] == delivered["webhook_id"]
+    again = events_cli("replay", delivery_id)
+    assert again.exit_code != 0 and "Only dead-lettered deliveries" in again.output

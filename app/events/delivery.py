@@ -36,8 +36,8 @@ from app.events.service import pseudonymizer_for
 from app.events.signing import signed_headers, signing_secret, webhook_id
 from app.events.types import EVENT_TYPES
 from app.observability import metrics
-from app.phi.boundary import assert_no_phi_fields
-from app.phi.policy import PolicyMissing, minimize
+from app.phi.boundary import UnsafeResult, assert_no_phi_fields
+from app.phi.policy import PolicyMissing, RecordShapeError, minimize
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -165,8 +165,17 @@ def attempt_delivery(*, db_session: Session, settings: Settings, delivery_id: st
         return AttemptResult("refused")
 
     client = db_session.get(Client, subscription.client_pk)
-    body, payload_kind = render(settings=settings, event=event, subscription=subscription,
-                                client=client)
+    try:
+        body, payload_kind = render(settings=settings, event=event, subscription=subscription,
+                                    client=client)
+    except (UnsafeResult, RecordShapeError):
+        # A policy or boundary refusal is not going to pass on a retry: final, like the gate.
+        delivery.status, delivery.claimed_until, delivery.last_attempt_at = \
+            "refused", None, started
+        delivery.last_error = "The event's payload was refused by the hub's PHI checks."
+        db_session.commit()
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="refused").inc()
+        return AttemptResult("refused")
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                **signed_headers(secret=signing_secret(secret_key=settings.hub_secret_key,
                                                       subscription_id=subscription.id),
