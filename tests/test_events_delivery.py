@@ -257,6 +257,31 @@ def test_an_entitlement_revoked_between_event_and_delivery_stops_the_delivery(
     assert refused["attempts"] == 0 and webhook_receiver.count() == 0
 
 
+def test_a_subscriber_client_disabled_after_the_event_gets_nothing(api, event_tenant,
+                                                                  webhook_receiver, hub_app):
+    from app.clients.service import disable_client, get_client
+    from app.events.service import notify_published, publish
+
+    client_id, headers = event_tenant.client()
+    _other, reader_headers = event_tenant.client()
+    subscription = subscribe(api, headers, webhook_receiver.url)
+    hub = hub_app.extensions["hub"]
+    with hub_app.app_context():
+        session = hub.database.session
+        event = publish(db_session=session, settings=hub.settings,
+                        tenant_id=event_tenant.tenant_id, event_type="administration.recorded",
+                        product="administration", resource=canonical_administration(),
+                        occurred_at=OCCURRED_AT)
+        session.commit()
+        event_id = event.id
+        disable_client(db_session=session, client=get_client(db_session=session,
+                                                             client_id=client_id))
+        session.commit()
+    notify_published([event_id])
+    refused = _settled(api, reader_headers, subscription["id"], {"refused"})
+    assert refused["last_error"] == "The client that made this request has been disabled."
+    assert webhook_receiver.count() == 0
+
 def test_seeded_phi_is_in_no_event_row_delivery_history_worker_log_or_payload(
         api, event_tenant, webhook_receiver, hub_app, celery_worker, demo_administration,
         seeded_identifiers):
