@@ -125,6 +125,7 @@ DEMO_WEBHOOK_SETTINGS = {"HUB_WEBHOOK_ALLOW_HTTP": "true",
 
 def _subscribe_demo_tenants(settings: Settings, manifest: Path) -> None:
     from app.database import Database
+    from app.problems import Problem
     from devstack.demo_tenants import subscribe_demo_tenants
 
     database = Database(settings.database_url)
@@ -132,6 +133,13 @@ def _subscribe_demo_tenants(settings: Settings, manifest: Path) -> None:
         tenants = subscribe_demo_tenants(
             db_session=database.session, settings=settings, manifest_path=manifest,
             subscriber_url=subscriber_url(settings), secrets_dir=settings.hub_secrets_dir)
+    except Problem as refused:
+        # The operator's own webhook settings refuse the demo subscriber's URL: the stack
+        # runs without the demo subscriptions rather than not at all.
+        _say(f"demo tenants not subscribed to the demo subscriber: {refused.detail} "
+             f"{refused.errors or ''} (see HUB_WEBHOOK_ALLOW_HTTP, "
+             "HUB_WEBHOOK_ALLOWED_NETWORKS)")
+        return
     finally:
         database.remove_session()
         database.engine.dispose()
