@@ -158,6 +158,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_WEBHOOK_SWEEP_GRACE_SECONDS", 60, "Age after which the event sweeper re-sends "
             "an event's fan-out or a due delivery whose task never ran (broker down when it "
             "was sent).", "int"),
+    Setting("HUB_EVENT_RETENTION_DAYS", 30, "Days a published event and its webhook delivery "
+            "history are kept (an event still being delivered is kept until it is final).",
+            "int"),
     Setting("HUB_API_HOST", "127.0.0.1", "Address the API listens on."),
     Setting("HUB_API_PORT", 8000, "Port of the API.", "int"),
     Setting("HUB_API_WORKERS", 2, "Gunicorn worker processes for the API.", "int"),
@@ -257,6 +260,7 @@ class Settings:
     hub_webhook_retry_max_seconds: float
     hub_webhook_pause_after_failures: int
     hub_webhook_sweep_grace_seconds: int
+    hub_event_retention_days: int
     hub_api_host: str
     hub_api_port: int
     hub_api_workers: int
