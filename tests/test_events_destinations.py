@@ -3,9 +3,15 @@ numeric tricks, and every resolved address public unless allowlisted."""
 
 from __future__ import annotations
 
-import pytest
+import ssl
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from app.events.destinations import DestinationRefused, parse_networks, resolve
+import pytest
+import urllib3
+
+from app.events.destinations import Destination, DestinationRefused, parse_networks, post, resolve
 
 
 def _resolve(url, *, allow_http=False, allowed="", resolver=None):
@@ -96,3 +102,65 @@ def test_the_delivery_connects_to_the_checked_address_under_the_hosts_name():
 def test_a_malformed_allowlist_is_an_error():
     with pytest.raises(ValueError, match="HUB_WEBHOOK_ALLOWED_NETWORKS"):
         parse_networks("10.0.0.0/8, not-a-network")
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """An https receiver on 127.0.0.2 with a self-signed certificate for ``receiver.test``;
+    records the TLS server name (SNI) and Host header each request came with."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=receiver.test", "-addext", "subjectAltName=DNS:receiver.test",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    seen: list[tuple[str | None, str | None]] = []
+    names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _socket, name, _context: names.append(name)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((names[-1] if names else None, self.headers.get("Host")))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"port": server.server_address[1], "cert": cert, "seen": seen}
+    server.shutdown()
+    server.server_close()
+
+
+def _to_receiver(port: int) -> Destination:
+    # As resolve() makes it for https://receiver.test:<port>/hooks resolving to 127.0.0.2.
+    return Destination(scheme="https", host="receiver.test", port=port, target="/hooks",
+                       address="127.0.0.2")
+
+
+def test_https_goes_to_the_checked_address_with_the_name_as_sni_and_host(tls_receiver,
+                                                                         monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_receiver["cert"]))  # trust it, as a CA
+    answer = post(_to_receiver(tls_receiver["port"]), body=b"{}", headers={}, timeout=5)
+    assert answer.status == 204
+    assert tls_receiver["seen"] == [("receiver.test", f"receiver.test:{tls_receiver['port']}")]
+
+
+def test_an_untrusted_certificate_fails_the_delivery(tls_receiver):
+    with pytest.raises(urllib3.exceptions.SSLError):
+        post(_to_receiver(tls_receiver["port"]), body=b"{}", headers={}, timeout=5)
+    assert tls_receiver["seen"] == []
+
+
+def test_a_certificate_for_another_name_fails_the_delivery(tls_receiver, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_receiver["cert"]))
+    elsewhere = Destination(scheme="https", host="elsewhere.test", port=tls_receiver["port"],
+                            target="/hooks", address="127.0.0.2")
+    with pytest.raises(urllib3.exceptions.SSLError):
+        post(elsewhere, body=b"{}", headers={}, timeout=5)
+    assert tls_receiver["seen"] == []
