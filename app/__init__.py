@@ -10,6 +10,7 @@ from app.auth.principal import init_bearer_auth, init_scope_check
 from app.edge.headers import init_response_headers
 from app.edge.limits import init_request_limits
 from app.edge.origin import PublicOrigin
+from app.events.destinations import check_webhook_settings
 from app.extensions import HubResources
 from app.observability.http_metrics import init_http_metrics
 from app.observability.logs import configure_logging
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the hub's Flask app. Tests pass ``settings``; processes read the environment."""
     settings = settings or load_settings()
     check_default_schedules(settings)
+    check_webhook_settings(settings)
     configure_logging(settings.hub_log_level)
 
     app = Flask(__name__)
@@ -57,6 +59,7 @@ def configure_http_edge(app: Flask, settings: Settings) -> None:
 def configure_api(app: Flask, settings: Settings) -> None:
     from app.audit.views import blp as audit_blueprint
     from app.auth.views import blp as oauth_blueprint
+    from app.events.views import blp as subscriptions_blueprint
     from app.health.views import blp as health_blueprint
     from app.jobs.views import blp as jobs_blueprint
     from app.lookups.views import blp as lookups_blueprint
@@ -67,7 +70,7 @@ def configure_api(app: Flask, settings: Settings) -> None:
     api = HubApi(app)
     # Rate limits are checked after the bearer token, so they count per client.
     client_blueprints = [lookups_blueprint, audit_blueprint, jobs_blueprint, syncs_blueprint,
-                         connections_blueprint, parallel_runs_blueprint]
+                         connections_blueprint, parallel_runs_blueprint, subscriptions_blueprint]
     init_rate_limits(app, settings, client_blueprints=client_blueprints,
                      token_blueprint=oauth_blueprint)
     for blueprint in (health_blueprint, oauth_blueprint, *client_blueprints):

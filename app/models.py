@@ -3,6 +3,7 @@
 from app.audit.models import AuditEvent
 from app.clients.models import Client
 from app.database import Base
+from app.events.models import Delivery, Event, Subscription
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.parallel_runs.models import ParallelRun, ParallelRunDifference
 from app.pharmacy.models import Hl7Message, PharmacyAdministration, PharmacyDispense, PharmacyOrder
@@ -10,8 +11,8 @@ from app.snapshots.models import SnapshotContainer, SnapshotLocation, SnapshotMo
 from app.syncs.models import SyncRun, SyncSchedule
 from app.tenants.models import Connection, Entitlement, Product, Tenant
 
-__all__ = ["AuditEvent", "Base", "Client", "Connection", "DeadLetter", "Entitlement",
-           "Hl7Message", "Job", "JobResult", "JobUnit", "ParallelRun", "ParallelRunDifference",
-           "PharmacyAdministration", "PharmacyDispense", "PharmacyOrder", "Product",
-           "SnapshotContainer", "SnapshotLocation", "SnapshotMovement", "SyncRun",
-           "SyncSchedule", "Tenant"]
+__all__ = ["AuditEvent", "Base", "Client", "Connection", "DeadLetter", "Delivery", "Entitlement",
+           "Event", "Hl7Message", "Job", "JobResult", "JobUnit", "ParallelRun",
+           "ParallelRunDifference", "PharmacyAdministration", "PharmacyDispense", "PharmacyOrder",
+           "Product", "SnapshotContainer", "SnapshotLocation", "SnapshotMovement", "Subscription",
+           "SyncRun", "SyncSchedule", "Tenant"]

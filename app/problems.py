@@ -50,6 +50,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "body-too-large": ProblemType(413),
     "dead-letter-not-replayable": ProblemType(409),
     "dead-letter-replayed": ProblemType(409),
+    "delivery-not-replayable": ProblemType(409),
     "downstream-unavailable": ProblemType(503),
     "headers-too-large": ProblemType(431),
     "hub-wide-sync": ProblemType(403),
@@ -62,6 +63,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "not-offered-by-system": ProblemType(501, "Not offered by the tenant's system"),
     "not-entitled": ProblemType(403),
     "not-ready": ProblemType(503, "Not ready"),
+    "subscription-not-paused": ProblemType(409),
     "too-many-active-jobs": ProblemType(429),
     "url-too-long": ProblemType(414),
     # A sync run's failure (recorded on the run, not answered over HTTP).

@@ -57,6 +57,7 @@ def _check_ports(settings: Settings) -> None:
         "HUB_FLOWER_PORT": settings.hub_flower_port,
         "DEMO_INVENTORY_PORT": settings.demo_inventory_port,
         "DEMO_ADMINISTRATION_PORT": settings.demo_administration_port,
+        "DEMO_SUBSCRIBER_PORT": settings.demo_subscriber_port,
     }
     if settings.redis_is_embedded:
         ports["HUB_EMBEDDED_REDIS_PORT"] = settings.hub_embedded_redis_port
@@ -106,6 +107,49 @@ def _onboard_demo_tenants(settings: Settings, manifest: Path,
          f"secrets are in {demo_clients_path(settings)}")
 
 
+def subscriber_url(settings: Settings) -> str:
+    """Where the demo webhook subscriber listens."""
+    return f"http://127.0.0.1:{settings.demo_subscriber_port}"
+
+
+def subscriber_secrets_path(settings: Settings) -> Path:
+    """The demo subscriber's signing secrets (``{tenant: whsec_…}``, mode 0600)."""
+    from devstack.demo_tenants import SUBSCRIBER_SECRETS_FILE
+
+    return settings.hub_secrets_dir / SUBSCRIBER_SECRETS_FILE
+
+
+# The demo subscriber is plain http on loopback: allowed for the local stack only, and only
+# when the operator has not configured these settings themselves. Production leaves them unset
+# (https only, no private or loopback destinations).
+DEMO_WEBHOOK_SETTINGS = {"HUB_WEBHOOK_ALLOW_HTTP": "true",
+                         "HUB_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32"}
+
+
+def _subscribe_demo_tenants(settings: Settings, manifest: Path) -> None:
+    from app.database import Database
+    from app.problems import Problem
+    from devstack.demo_tenants import subscribe_demo_tenants
+
+    database = Database(settings.database_url)
+    try:
+        tenants = subscribe_demo_tenants(
+            db_session=database.session, settings=settings, manifest_path=manifest,
+            subscriber_url=subscriber_url(settings), secrets_dir=settings.hub_secrets_dir)
+    except Problem as refused:
+        # The operator's own webhook settings refuse the demo subscriber's URL: the stack
+        # runs without the demo subscriptions rather than not at all.
+        _say(f"demo tenants not subscribed to the demo subscriber: {refused.detail} "
+             f"{refused.errors or ''} (see HUB_WEBHOOK_ALLOW_HTTP, "
+             "HUB_WEBHOOK_ALLOWED_NETWORKS)")
+        return
+    finally:
+        database.remove_session()
+        database.engine.dispose()
+    _restrict_secrets(settings)
+    _say(f"subscribed {len(tenants)} demo tenants' events to the demo subscriber")
+
+
 def _system_urls(settings: Settings) -> dict[str, str]:
     return {"inventory": f"http://127.0.0.1:{settings.demo_inventory_port}",
             "administration": f"http://127.0.0.1:{settings.demo_administration_port}"}
@@ -130,6 +174,10 @@ def _process_environment(settings: Settings) -> dict[str, str]:
         "HUB_WORKER_COMPUTE_CONCURRENCY": str(settings.hub_worker_compute_concurrency),
         "DEMO_INVENTORY_PORT": str(settings.demo_inventory_port),
         "DEMO_ADMINISTRATION_PORT": str(settings.demo_administration_port),
+        "DEMO_SUBSCRIBER_PORT": str(settings.demo_subscriber_port),
+        "DEMO_SUBSCRIBER_SECRETS": str(subscriber_secrets_path(settings)),
+        "HUB_WEBHOOK_ALLOW_HTTP": "true" if settings.hub_webhook_allow_http else "false",
+        "HUB_WEBHOOK_ALLOWED_NETWORKS": settings.hub_webhook_allowed_networks,
         "DEMO_DATA_DIR": str(demo_data_dir(settings)),
         "DEMO_ACCESS_LOG": "1" if settings.demo_access_log else "0",
         # Flower reads its basic auth from this variable (the value may come from a file).
@@ -149,6 +197,8 @@ def _process_environment(settings: Settings) -> dict[str, str]:
 def run() -> None:
     """Prepare the data and start every process of the stack; Ctrl-C stops them all."""
     started = time.monotonic()
+    for name, value in DEMO_WEBHOOK_SETTINGS.items():
+        os.environ.setdefault(name, value)
     settings = load_settings()
     settings.hub_data_dir.mkdir(parents=True, exist_ok=True)
     _check_ports(settings)
@@ -159,9 +209,10 @@ def run() -> None:
     _say("database migrated")
     manifest = _seed_demo_systems(settings)
     _onboard_demo_tenants(settings, manifest)
+    _subscribe_demo_tenants(settings, manifest)
 
-    processes = ["inventory", "administration", "api", "worker_io", "worker_compute", "beat",
-                 "flower", "ready"]
+    processes = ["inventory", "administration", "subscriber", "api", "worker_io",
+                 "worker_compute", "beat", "flower", "ready"]
     if settings.redis_is_embedded:
         processes.insert(0, "redis")
     env = _process_environment(settings)
@@ -292,6 +343,8 @@ def _banner(settings: Settings, api: str, flower: str, elapsed: float) -> str:
         f"  Demo System A  http://127.0.0.1:{settings.demo_inventory_port}   (inventory)",
         f"  Demo System B  http://127.0.0.1:{settings.demo_administration_port}   "
         "(administration / eMAR)",
+        f"  Demo subscriber {subscriber_url(settings)}/stats   (webhook events it received "
+        "and verified)",
         "",
         f"  Demo clients: {', '.join(client_ids)}",
         f"  Their secrets (owner-only file): python3 -m json.tool {clients_path}",

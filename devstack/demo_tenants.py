@@ -15,12 +15,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.clients.service import ensure_client, new_client_secret
 from app.entitlements.service import grant_entitlement
+from app.events.models import Subscription
+from app.events.signing import signing_secret
+from app.events.subscriptions import create_subscription
 from app.parallel_runs.service import configure_parallel_run, run_id_for
 from app.problems import Problem
+from app.settings import Settings
 from app.tenants.service import (
     ensure_connection,
     ensure_tenant,
@@ -133,3 +138,46 @@ def configure_demo_parallel_runs(*, db_session: Session, manifest_path: Path,
             legacy_timezone=site["timezone"], sample_rate=1.0, enabled=True)
         created.append(view["id"])
     return created
+
+
+# The demo subscriber's client: it may read every resource, so it is sent full payloads (as
+# minimized for an operator consumer) where a real subscriber with fewer scopes would get less.
+EVENTS_CLIENT_SCOPES = ["events:subscribe", "administrations:read", "inventory:read",
+                        "dispenses:read", "orders:read"]
+DEMO_EVENT_TYPES = ["administration.recorded", "container.moved", "dispense.recorded",
+                    "order.placed"]
+SUBSCRIBER_SECRETS_FILE = "demo-subscriber.json"
+
+
+def subscribe_demo_tenants(*, db_session: Session, settings: Settings, manifest_path: Path,
+                           subscriber_url: str, secrets_dir: Path) -> list[str]:
+    """Give each demo site's tenant an events client and one subscription to every event type at the
+    demo subscriber (``<subscriber_url>/events/<tenant>``), and write the signing secrets the
+    subscriber verifies with to ``<secrets>/demo-subscriber.json`` (mode 0600). Idempotent.
+    Returns the tenants subscribed. ``settings`` must allow the subscriber's http loopback URL
+    (the stack sets HUB_WEBHOOK_ALLOW_HTTP and HUB_WEBHOOK_ALLOWED_NETWORKS for the demo)."""
+    secrets_path = secrets_dir / SUBSCRIBER_SECRETS_FILE
+    known_secrets = _load_secrets(secrets_dir / "demo-clients.json")
+    subscriber_secrets: dict[str, str] = {}
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for site in manifest["sites"]:
+        tenant = get_tenant_by_slug(db_session=db_session, slug=site["site"])
+        client_id = f"{tenant.slug}-events"
+        secret = known_secrets.setdefault(client_id, new_client_secret())
+        ensure_client(db_session=db_session, client_id=client_id, tenant=tenant, product=None,
+                      name=client_id, scopes=EVENTS_CLIENT_SCOPES, secret=secret)
+        db_session.commit()
+        url = f"{subscriber_url.rstrip('/')}/events/{tenant.slug}"
+        existing = db_session.scalar(select(Subscription).where(
+            Subscription.tenant_id == tenant.id, Subscription.url == url))
+        if existing is None:
+            created = create_subscription(
+                db_session=db_session, settings=settings, tenant_id=str(tenant.id),
+                client_id=client_id, url=url, event_types=DEMO_EVENT_TYPES)
+            subscriber_secrets[tenant.slug] = created["secret"]
+        else:
+            subscriber_secrets[tenant.slug] = signing_secret(
+                secret_key=settings.hub_secret_key, subscription_id=existing.id)
+    _save_secrets(secrets_dir / "demo-clients.json", known_secrets)
+    _save_secrets(secrets_path, subscriber_secrets)
+    return sorted(subscriber_secrets)

@@ -43,10 +43,10 @@ def running_stack(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("stack") / "var")
     ports = {name: str(free_port()) for name in (
         "HUB_API_PORT", "HUB_FLOWER_PORT", "HUB_EMBEDDED_REDIS_PORT", "DEMO_INVENTORY_PORT",
-        "DEMO_ADMINISTRATION_PORT")}
+        "DEMO_ADMINISTRATION_PORT", "DEMO_SUBSCRIBER_PORT")}
     environment = {key: value for key, value in os.environ.items() if key not in {
         "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
-        "HUB_SECRETS_DIR"}}
+        "HUB_SECRETS_DIR", "HUB_WEBHOOK_ALLOW_HTTP", "HUB_WEBHOOK_ALLOWED_NETWORKS"}}
     environment.update(ports, HUB_DATA_DIR=data_dir, DEMO_ADMINISTRATIONS="2000",
                        HUB_WORKER_IO_CONCURRENCY="2")
     process = subprocess.Popen([sys.executable, "-m", "devstack", "run"], cwd=PROJECT_ROOT,
@@ -180,6 +180,24 @@ def test_the_stack_log_holds_no_secret_and_the_secret_files_are_owner_only(runni
         if path.is_file():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
 
+
+def test_each_demo_tenant_is_subscribed_to_the_running_demo_subscriber(running_stack):
+    api = f"http://127.0.0.1:{running_stack['HUB_API_PORT']}"
+    subscriber = f"http://127.0.0.1:{running_stack['DEMO_SUBSCRIBER_PORT']}"
+    secrets_dir = Path(running_stack["data_dir"]) / "secrets"
+    client_secret = json.loads((secrets_dir / "demo-clients.json").read_text())[
+        "north-general-events"]
+
+    assert requests.get(f"{subscriber}/healthz", timeout=10).json() == {"status": "ok"}
+    assert set(json.loads((secrets_dir / "demo-subscriber.json").read_text())) == {
+        "north-general", "river-valley", "lakeside-clinic"}
+    token = requests.post(f"{api}/v1/oauth/token", timeout=10, data={
+        "grant_type": "client_credentials", "client_id": "north-general-events",
+        "client_secret": client_secret}).json()["access_token"]
+    (subscription,) = requests.get(f"{api}/v1/subscriptions", timeout=10, headers={
+        "Authorization": f"Bearer {token}"}).json()["items"]
+    assert subscription["url"] == f"{subscriber}/events/north-general"
+    assert subscription["status"] == "active" and len(subscription["event_types"]) == 4
 
 def test_flower_lists_both_workers_behind_basic_auth(running_stack):
     flower = f"http://127.0.0.1:{running_stack['HUB_FLOWER_PORT']}"

@@ -12,11 +12,20 @@ from sqlalchemy.orm import Session
 
 from app.audit.chain import append_records, verify_chain
 from app.audit.models import AuditEvent
+from app.events.models import Delivery, Event
 from app.jobs.models import Job, JobResult, JobUnit
 from app.maintenance.service import purge_expired
 from app.syncs import service
 from app.syncs.models import SyncRun, SyncSchedule
-from tests.fixtures.factories import audit_record, job_row, job_unit_row, sync_run_row, tenant_row
+from tests.fixtures.factories import (
+    audit_record,
+    client_row,
+    job_row,
+    job_unit_row,
+    subscription_row,
+    sync_run_row,
+    tenant_row,
+)
 from tests.fixtures.processes import wait_until
 
 NOW = datetime(2026, 11, 24, 3, 15, tzinfo=UTC)
@@ -139,10 +148,42 @@ def test_the_retention_purge_sync_runs_on_a_worker_and_keeps_its_report(celery_w
     run = the_run()
     assert set(run.report) == {"started_at", "job_results", "idempotency_keys",
                                "unit_partials", "snapshot_movements", "sync_runs",
-                               "audit_events"}
+                               "events", "audit_events"}
     assert run.report["sync_runs"] >= 1 and run.error is None and run.duration_ms >= 0
     with hub.database.new_session() as reader:
         assert reader.get(SyncRun, expired.id) is None
     view = service.get_sync(db_session=hub.database.session, settings=hub.settings,
                             schedule_id=sync_id, tenant_id=None)
     assert view["last_run"]["id"] == str(run.id) and view["last_run"]["report"] == run.report
+
+
+def test_old_events_go_with_their_deliveries_unless_still_being_delivered(session):
+    tenant = tenant_row(session, slug="purge", name="Purge General")
+    client, _secret = client_row(session, tenant=tenant, scopes=["events:subscribe"])
+    subscription = subscription_row(session, tenant=tenant, client=client)
+    old, recent = NOW - timedelta(days=31), NOW - timedelta(days=29)
+
+    def event(recorded_at, delivery_status):
+        row = Event(tenant_id=tenant.id, type="administration.recorded",
+                    product="administration", resource_type="administration",
+                    resource_id=uuid.uuid4().hex, occurred_at=recorded_at,
+                    recorded_at=recorded_at, payload={})
+        session.add(row)
+        session.flush()
+        session.add(Delivery(event_id=row.id, subscription_id=subscription.id,
+                             tenant_id=tenant.id, status=delivery_status))
+        return row.id
+
+    delivered_old = event(old, "delivered")
+    dead_old = event(old, "dead_lettered")
+    pending_old = event(old, "pending")
+    delivered_recent = event(recent, "delivered")
+    session.commit()
+
+    report = purge_expired(db_session=session, audit_retention_days=RETENTION_DAYS,
+                           event_retention_days=30, now=NOW)
+
+    assert report.events == 2
+    kept = set(session.scalars(select(Event.id)))
+    assert kept == {pending_old, delivered_recent}
+    assert {delivered_old, dead_old}.isdisjoint(set(session.scalars(select(Delivery.event_id))))

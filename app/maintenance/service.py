@@ -1,6 +1,7 @@
 """The retention purge: expired job results, expired idempotency keys, finished jobs' unit
 partials and snapshot movements of containers System A no longer lists (temporary data), old
-sync runs, and audit events older than the audit retention.
+sync runs, events (with their webhook deliveries) past the event retention once nothing of
+theirs is still to be sent, and audit events older than the audit retention.
 
 Each run returns a report counting what each step removed (kept as the run's report in
 ``sync_runs``, see app.syncs); nothing that has not expired is touched.
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.chain import purge_before
 from app.database import utcnow
+from app.events.models import Delivery, Event
 from app.jobs.models import Job, JobResult, JobUnit
 from app.snapshots.models import SnapshotContainer, SnapshotMovement
 from app.syncs.models import SyncRun
@@ -33,6 +35,7 @@ class PurgeReport:
     unit_partials: int
     snapshot_movements: int
     sync_runs: int
+    events: int
     audit_events: int
 
     def as_report(self) -> dict:
@@ -40,7 +43,8 @@ class PurgeReport:
 
 
 def purge_expired(*, db_session: Session, audit_retention_days: int,
-                  sync_run_retention_days: int = 30, now: datetime | None = None) -> PurgeReport:
+                  sync_run_retention_days: int = 30, event_retention_days: int = 30,
+                  now: datetime | None = None) -> PurgeReport:
     """Remove what has passed its retention as of ``now`` and report the counts."""
     now = now or utcnow()
     expired_results = db_session.execute(
@@ -72,11 +76,22 @@ def purge_expired(*, db_session: Session, audit_retention_days: int,
         delete(SyncRun).where(SyncRun.started_at < now - timedelta(days=sync_run_retention_days),
                               SyncRun.outcome != "running")
         .execution_options(synchronize_session=False)).rowcount
+    # An event still being delivered (or retried) stays until its deliveries are final;
+    # dead-lettered deliveries go with their event, replayable until then.
+    unsent = select(Delivery.event_id).where(Delivery.status.in_(("pending", "sending")))
+    old_events = select(Event.id).where(
+        Event.recorded_at < now - timedelta(days=event_retention_days), Event.id.not_in(unsent))
+    db_session.execute(delete(Delivery).where(Delivery.event_id.in_(old_events))
+                       .execution_options(synchronize_session=False))
+    purged_events = db_session.execute(
+        delete(Event).where(Event.id.in_(old_events))
+        .execution_options(synchronize_session=False)).rowcount
     db_session.commit()
     audit_events = purge_before(db_session, now - timedelta(days=audit_retention_days))
     report = PurgeReport(started_at=now.isoformat(), job_results=expired_results,
                          idempotency_keys=released_keys, unit_partials=cleared_partials,
-                         snapshot_movements=orphaned_movements, sync_runs=old_runs, audit_events=audit_events)
+                         snapshot_movements=orphaned_movements, sync_runs=old_runs,
+                         events=purged_events, audit_events=audit_events)
     logger.info("retention purge done", extra={"report": asdict(report)})
     return report
 

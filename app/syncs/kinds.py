@@ -55,7 +55,8 @@ def _retention_purge(*, db_session: Session, redis_client: redis.Redis, settings
                      tenant: Tenant | None) -> dict:
     return purge_expired(db_session=db_session,
                          audit_retention_days=settings.hub_audit_retention_days,
-                         sync_run_retention_days=settings.hub_sync_run_retention_days
+                         sync_run_retention_days=settings.hub_sync_run_retention_days,
+                         event_retention_days=settings.hub_event_retention_days
                          ).as_report()
 
 
@@ -77,8 +78,8 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
     SyncKind("retention_purge", "hub.maintenance.purge_expired_data", True, None,
              "hub_sync_retention_purge",
              "Hub-wide: removes expired job results, idempotency keys, unit partials, "
-             "snapshot movements of containers System A dropped, old sync runs and audit "
-             "events past their retention.",
+             "snapshot movements of containers System A dropped, old sync runs, delivered "
+             "events and audit events past their retention.",
              _retention_purge),
 )}
 
@@ -90,5 +91,5 @@ REPORT_FIELDS = frozenset({
     "candidates", "refreshed", "unavailable", "not_found", "refused",
     "day", "job_id", "submitted", "job_status",
     "started_at", "job_results", "idempotency_keys", "unit_partials", "snapshot_movements",
-    "sync_runs", "audit_events",
+    "sync_runs", "audit_events", "events",
 })

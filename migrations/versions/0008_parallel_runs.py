@@ -1,7 +1,7 @@
 """Parallel runs (shadow mode) of lookups against legacy endpoints, and their differences.
 
 Revision ID: 0008_parallel_runs
-Revises: 0006_pharmacy_messages
+Revises: 0007_events_webhooks
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_parallel_runs"
-down_revision: str | Sequence[str] | None = "0006_pharmacy_messages"
+down_revision: str | Sequence[str] | None = "0007_events_webhooks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
