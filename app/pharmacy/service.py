@@ -335,6 +335,8 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
         if stored is not None and stored.ack_code == "AA":
             return _duplicate(db_session=db_session, inbound=inbound, transport=transport,
                               receipt=stored)
+        logger.warning("an hl7 message broke a constraint of its tables",
+                       extra=_loggable(header))
         return refuse(Refusal("207", "The hub could not store the message; send it again.",
                               ack_code="AE"), connection.tenant_id)
     except _AlreadyAccepted:
