@@ -293,3 +293,24 @@ def test_the_demo_pharmacys_messages_map(hub, pharmacy_tenant):
     [dispense] = rows(hub, PharmacyDispense, pharmacy_tenant.tenant_id)
     assert (dispense.order_number, dispense.unit, dispense.dispensed_at.replace(tzinfo=UTC)) == (
         "RX0000000001", "ICU-3", datetime(2026, 11, 18, 9, tzinfo=UTC))
+
+
+def test_the_cli_sets_a_pharmacy_connections_senders_and_refuses_a_claimed_one(hub_app, hub):
+    from tests.fixtures.cli import hub_cli
+
+    cli = hub_cli(hub_app)
+    first, second = (f"cli-rx-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    sender = ("CLI-PHARMACY", f"F{uuid.uuid4().hex[:6]}")
+    for slug in (first, second):
+        assert cli("tenants", "create", slug, "--name", "Pharmacy Hospital").exit_code == 0
+        assert cli("entitlements", "grant", slug, "pharmacy").exit_code == 0
+
+    taken = cli("connections", "set", first, "pharmacy", "--base-url", "mllp://pharmacy",
+                "--credential-ref", "env:UNUSED", "--sender", *sender)
+    refused = cli("connections", "set", second, "pharmacy", "--base-url", "mllp://pharmacy",
+                  "--credential-ref", "env:UNUSED", "--sender", *sender)
+
+    assert taken.exit_code == 0, taken.output
+    assert refused.exit_code != 0 and "already receives" in refused.output
+    ack = receive(hub, hl7_message(sender=sender))
+    assert ack["MSA"][1] == "AA"
