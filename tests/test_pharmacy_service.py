@@ -314,3 +314,21 @@ def test_the_cli_sets_a_pharmacy_connections_senders_and_refuses_a_claimed_one(h
     assert refused.exit_code != 0 and "already receives" in refused.output
     ack = receive(hub, hl7_message(sender=sender))
     assert ack["MSA"][1] == "AA"
+
+
+def test_refusals_of_unknown_senders_leave_no_receipt(hub):
+    sender = ("NOBODY", uuid.uuid4().hex[:12])
+    receive(hub, hl7_message(sender=sender))
+    receive(hub, hl7_message("ORU^R01", sender=sender))
+
+    assert hub.database.session.scalar(select(func.count()).select_from(Hl7Message).where(
+        Hl7Message.sender_facility == sender[1])) == 0
+
+
+def test_a_header_refusal_of_a_known_sender_is_kept_for_its_tenant(hub, pharmacy_tenant):
+    ack = receive(hub, hl7_message("ORU^R01", sender=pharmacy_tenant.sender, control_id="C-ORU"))
+
+    [receipt] = rows(hub, Hl7Message, pharmacy_tenant.tenant_id)
+    assert (receipt.control_id, receipt.ack_code, receipt.error_code, receipt.message_type) == (
+        "C-ORU", "AR", "200", "ORU^R01")
+    assert ack["MSA"][1] == "AR"

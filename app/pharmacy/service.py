@@ -220,11 +220,20 @@ def _answer(*, transport: str, header: Header | None, ack_code: str, ack: str,
 def _record_refusal(*, db_session: Session, header: Header | None, refusal: Refusal,
                     transport: str, tenant_id: uuid.UUID | None) -> None:
     """Keep a refused message's receipt (sender, control id, code) for operators, best effort:
-    a refusal is answered even when this fails. An already accepted message keeps its row."""
+    a refusal is answered even when this fails. An already accepted message keeps its row.
+
+    Only for senders a tenant's connection names: anyone can reach the MLLP port, and
+    unknown senders must not be able to fill the table (they are logged and counted)."""
     key = _receipt_key(header)
     if key is None:
         return
     try:
+        if tenant_id is None:
+            connection = sender_connection(db_session=db_session, application=key[0],
+                                           facility=key[1])
+            if connection is None:
+                return
+            tenant_id = connection.tenant_id
         existing = _receipt(db_session, key)
         if existing is None:
             db_session.add(Hl7Message(
@@ -300,8 +309,14 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
                                      "belong to no tenant.", location="MSH^1^3"))
     if tenant_id is not None and connection.tenant_id != tenant_id:
         # Said as "unknown" on purpose: a client learns nothing of other tenants' senders.
-        return refuse(Refusal("204", "The sending application and facility (MSH-3, MSH-4) "
-                                     "belong to no tenant.", location="MSH^1^3"))
+        # Not recorded either: a client may not write receipts under another tenant.
+        refusal = Refusal("204", "The sending application and facility (MSH-3, MSH-4) belong "
+                                 "to no tenant.", location="MSH^1^3")
+        refusal.source, refusal.header, refusal.control_id = \
+            inbound.message, header, header.control_id
+        return _answer(transport=transport, header=header, ack_code="AR",
+                       ack=refusal_acknowledgement(refusal), error_code="204",
+                       reason=refusal.reason)
     if not tenant_owns_product(db_session=db_session, tenant_id=str(connection.tenant_id),
                                product=PRODUCT, remembered=False):
         return refuse(Refusal("204", "The sender's tenant is not entitled to the pharmacy "
