@@ -332,3 +332,18 @@ def test_a_header_refusal_of_a_known_sender_is_kept_for_its_tenant(hub, pharmacy
     assert (receipt.control_id, receipt.ack_code, receipt.error_code, receipt.message_type) == (
         "C-ORU", "AR", "200", "ORU^R01")
     assert ack["MSA"][1] == "AR"
+
+
+def test_the_cli_lists_a_tenants_messages_with_their_outcome(hub_app, hub, pharmacy_tenant):
+    from tests.fixtures.cli import hub_cli
+
+    receive(hub, hl7_message(sender=pharmacy_tenant.sender, control_id="CLI-OK"))
+    receive(hub, hl7_message(sender=pharmacy_tenant.sender, control_id="CLI-BAD", ndc="1"))
+
+    everything = hub_cli(hub_app, "hl7")("messages", "--tenant", pharmacy_tenant.slug).output
+    refused = hub_cli(hub_app, "hl7")("messages", "--tenant", pharmacy_tenant.slug,
+                                      "--ack", "AE").output
+
+    assert "CLI-OK" in everything and "CLI-BAD" in everything
+    assert "CLI-OK" not in refused and "RDE^O11  AE 102" in refused
+    assert [value for value in SEEDED_PHI if value in everything] == []

@@ -107,6 +107,18 @@ def iter_dispenses(*, db_session: Session, tenant_id: uuid.UUID, unit: str | Non
         yield dispense_record(row)
 
 
+def list_receipts(*, db_session: Session, tenant_id: uuid.UUID | None, ack_code: str | None,
+                  limit: int) -> list[Hl7Message]:
+    """Return the latest message receipts, newest first: of one tenant or all, of one ACK code
+    or all (sender, control id, type, outcome, error code; never message content)."""
+    query = select(Hl7Message).order_by(Hl7Message.received_at.desc(), Hl7Message.id)
+    if tenant_id is not None:
+        query = query.where(Hl7Message.tenant_id == tenant_id)
+    if ack_code is not None:
+        query = query.where(Hl7Message.ack_code == ack_code)
+    return list(db_session.scalars(query.limit(limit)))
+
+
 # --- senders and tenants ------------------------------------------------------------------
 
 def _claims(connection: Connection) -> set[tuple[str, str]]:
