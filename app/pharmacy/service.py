@@ -230,12 +230,14 @@ def _answer(*, transport: str, header: Header | None, ack_code: str, ack: str,
 
 
 def _record_refusal(*, db_session: Session, header: Header | None, refusal: Refusal,
-                    transport: str, tenant_id: uuid.UUID | None) -> None:
+                    transport: str, tenant_id: uuid.UUID | None,
+                    caller: uuid.UUID | None = None) -> None:
     """Keep a refused message's receipt (sender, control id, code) for operators, best effort:
     a refusal is answered even when this fails. An already accepted message keeps its row.
 
     Only for senders a tenant's connection names: anyone can reach the MLLP port, and
-    unknown senders must not be able to fill the table (they are logged and counted)."""
+    unknown senders must not be able to fill the table (they are logged and counted); over
+    HTTP (``caller``, the client's tenant) only for the caller's own senders."""
     key = _receipt_key(header)
     if key is None:
         return
@@ -243,7 +245,7 @@ def _record_refusal(*, db_session: Session, header: Header | None, refusal: Refu
         if tenant_id is None:
             connection = sender_connection(db_session=db_session, application=key[0],
                                            facility=key[1])
-            if connection is None:
+            if connection is None or caller not in (None, connection.tenant_id):
                 return
             tenant_id = connection.tenant_id
         existing = _receipt(db_session, key)
@@ -269,9 +271,10 @@ def _receipt(db_session: Session, key: tuple[str, str, str]) -> Hl7Message | Non
 
 
 def _refused(*, db_session: Session, refusal: Refusal, transport: str,
-             header: Header | None, tenant_id: uuid.UUID | None = None) -> bytes:
+             header: Header | None, tenant_id: uuid.UUID | None = None,
+             caller: uuid.UUID | None = None) -> bytes:
     _record_refusal(db_session=db_session, header=header, refusal=refusal, transport=transport,
-                    tenant_id=tenant_id)
+                    tenant_id=tenant_id, caller=caller)
     return _answer(transport=transport, header=header, ack_code=refusal.ack_code,
                    ack=refusal_acknowledgement(refusal), error_code=refusal.error_code,
                    reason=refusal.reason)
@@ -305,7 +308,7 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
         inbound = read_message(raw, structures=connector.STRUCTURES)
     except Refusal as refusal:
         return _refused(db_session=db_session, refusal=refusal, transport=transport,
-                        header=refusal.header)
+                        header=refusal.header, caller=tenant_id)
     header = inbound.header
 
     def refuse(refusal: Refusal, tenant: uuid.UUID | None = None) -> bytes:
