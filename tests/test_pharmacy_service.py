@@ -347,3 +347,10 @@ def test_the_cli_lists_a_tenants_messages_with_their_outcome(hub_app, hub, pharm
     assert "CLI-OK" in everything and "CLI-BAD" in everything
     assert "CLI-OK" not in refused and "RDE^O11  AE 102" in refused
     assert [value for value in SEEDED_PHI if value in everything] == []
+
+
+def test_a_malformed_birth_date_does_not_refuse_a_dose(hub, pharmacy_tenant):
+    ack = receive(hub, hl7_message("RAS^O17", sender=pharmacy_tenant.sender).replace(
+        "19470314", "19471399"))
+
+    assert ack["MSA"][1] == "AA"
