@@ -64,13 +64,15 @@ def configure_api(app: Flask, settings: Settings) -> None:
     from app.jobs.views import blp as jobs_blueprint
     from app.lookups.views import blp as lookups_blueprint
     from app.parallel_runs.views import blp as parallel_runs_blueprint
+    from app.pharmacy.views import blp as hl7_blueprint
     from app.syncs.views import blp as syncs_blueprint
     from app.tenants.views import blp as connections_blueprint
 
     api = HubApi(app)
     # Rate limits are checked after the bearer token, so they count per client.
     client_blueprints = [lookups_blueprint, audit_blueprint, jobs_blueprint, syncs_blueprint,
-                         connections_blueprint, parallel_runs_blueprint, subscriptions_blueprint]
+                         connections_blueprint, parallel_runs_blueprint, subscriptions_blueprint,
+                         hl7_blueprint]
     init_rate_limits(app, settings, client_blueprints=client_blueprints,
                      token_blueprint=oauth_blueprint)
     for blueprint in (health_blueprint, oauth_blueprint, *client_blueprints):

@@ -53,6 +53,7 @@ SCOPE_DESCRIPTIONS = {
     "events:subscribe": "Manage the tenant's webhook subscriptions and their delivery history.",
     "dispenses:read": "Read pharmacy dispenses (full dispense.recorded event payloads).",
     "orders:read": "Read medication orders (full order.placed event payloads).",
+    "hl7:write": "Send the tenant's pharmacy HL7 v2 messages (POST /v1/hl7).",
 }
 
 # Errors every operation of a kind can answer, whatever its view documents.

@@ -36,6 +36,7 @@ ENTRY_POINT_GROUP = "medication_hub.connectors"
 BUILT_IN = (
     EntryPoint("inventory-rest", "app.connectors.inventory:CONNECTOR", ENTRY_POINT_GROUP),
     EntryPoint("emar-rest", "app.connectors.administration:CONNECTOR", ENTRY_POINT_GROUP),
+    EntryPoint("pharmacy-hl7v2", "app.connectors.pharmacy:CONNECTOR", ENTRY_POINT_GROUP),
     # System A's older API: the point-to-point link parallel runs compare the hub with.
     EntryPoint("inventory-legacy", "app.connectors.legacy_inventory:CONNECTOR",
                ENTRY_POINT_GROUP),

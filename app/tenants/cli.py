@@ -86,11 +86,17 @@ def list_tenants() -> None:
 @click.option("--options", "options_json", default=None, metavar="JSON",
               help="The connector's own options as a JSON object (checked against its "
                    "options schema), e.g. the senders of an HL7 v2 system.")
+@click.option("--sender", "senders", multiple=True, nargs=2, metavar="APPLICATION FACILITY",
+              help="An HL7 sender of this tenant, as MSH-3 and MSH-4 name it (pharmacy; "
+                   "short for the `senders` option).")
 def set_connection(tenant_slug: str, product_code: str, connector: str | None, base_url: str,
                    credential_ref: str, timezone: str, unit_codes: tuple[str, ...],
-                   options_json: str | None) -> None:
+                   options_json: str | None, senders: tuple[tuple[str, str], ...]) -> None:
     """Create or update a tenant's connection to its instance of a product."""
     from app.connectors.registry import InvalidConnectionOptions, UnknownConnector
+    from app.pharmacy.service import PRODUCT as PHARMACY
+    from app.pharmacy.service import check_sender_claims
+    from app.problems import Problem
     from app.tenants.service import ConnectorMismatch, ensure_connection
 
     if credential_ref != "none" and not credential_ref.startswith(("file:", "env:")):
@@ -110,23 +116,43 @@ def set_connection(tenant_slug: str, product_code: str, connector: str | None, b
         code_map[native] = canonical
     if code_map:
         options["unit_codes"] = code_map
+    if senders:
+        options["senders"] = [{"application": application, "facility": facility}
+                              for application, facility in senders]
+    tenant = tenant_by_slug(tenant_slug)
+    session = resources().database.session
     try:
         connection = ensure_connection(
-            db_session=resources().database.session, tenant=tenant_by_slug(tenant_slug),
-            product=product_by_code(product_code), base_url=base_url,
-            credential_ref=credential_ref, timezone=timezone, options=options,
-            connector=connector)
-    except UnknownConnector:
-        raise click.BadParameter(f"no connector {connector} is installed (see `hub connectors "
-                                 "list`)", param_hint="--connector") from None
-    except InvalidConnectionOptions as invalid:
-        raise click.BadParameter(json.dumps(invalid.messages, sort_keys=True),
-                                 param_hint="--options") from None
-    except (ConnectorMismatch, ValueError) as wrong:
-        raise click.ClickException(str(wrong)) from None
+            db_session=session, tenant=tenant, product=product_by_code(product_code),
+            base_url=base_url, credential_ref=credential_ref, timezone=timezone,
+            options=options, connector=connector)
+        if product_code == PHARMACY:
+            # A sender belongs to one tenant: refuse one another tenant already claims.
+            check_sender_claims(db_session=session, tenant_id=tenant.id,
+                                options=connection.options)
+    except (UnknownConnector, InvalidConnectionOptions, Problem, ConnectorMismatch,
+            ValueError) as refused:
+        session.rollback()  # nothing of a refused connection stays behind
+        _refuse_connection(refused, connector)
     commit_onboarding()
     click.echo(f"connection {tenant_slug} → {product_code} "
                f"({connection.connector or 'built-in connector'}) at {connection.base_url or '-'}")
+
+
+def _refuse_connection(refused: Exception, connector: str | None) -> None:
+    """Stop the command saying why the connection was refused."""
+    from app.connectors.registry import InvalidConnectionOptions, UnknownConnector
+    from app.problems import Problem
+
+    if isinstance(refused, UnknownConnector):
+        raise click.BadParameter(f"no connector {connector} is installed (see `hub connectors "
+                                 "list`)", param_hint="--connector")
+    if isinstance(refused, InvalidConnectionOptions):
+        raise click.BadParameter(json.dumps(refused.messages, sort_keys=True),
+                                 param_hint="--options")
+    if isinstance(refused, Problem):
+        raise click.ClickException(refused.detail)
+    raise click.ClickException(str(refused))
 
 
 @connectors_cli.command("list")
