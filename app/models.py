@@ -5,9 +5,9 @@ from app.clients.models import Client
 from app.database import Base
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.snapshots.models import SnapshotContainer, SnapshotLocation, SnapshotMovement
-from app.syncs.models import SyncRun, SyncSchedule
+from app.syncs.models import ChangeWatermark, SyncRun, SyncSchedule
 from app.tenants.models import Connection, Entitlement, Product, Tenant
 
-__all__ = ["AuditEvent", "Base", "Client", "Connection", "DeadLetter", "Entitlement", "Job",
-           "JobResult", "JobUnit", "Product", "SnapshotContainer", "SnapshotLocation",
-           "SnapshotMovement", "SyncRun", "SyncSchedule", "Tenant"]
+__all__ = ["AuditEvent", "Base", "ChangeWatermark", "Client", "Connection", "DeadLetter",
+           "Entitlement", "Job", "JobResult", "JobUnit", "Product", "SnapshotContainer",
+           "SnapshotLocation", "SnapshotMovement", "SyncRun", "SyncSchedule", "Tenant"]

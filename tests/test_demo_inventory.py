@@ -291,3 +291,57 @@ def test_invalid_fault_plans_are_400_and_change_nothing(demo_inventory, demo_fau
     assert response.status_code == 400
     assert response.json()["error"] == "bad_request"
     assert demo_inventory.admin.faults() == {"all_sites": NO_FAULTS, "sites": {}}
+
+
+# --- change feed (the running world) -----------------------------------------------------------
+# On the live world's servers: adding records must not change what the session's inventory serves.
+
+def movement_changes(server, site=NORTH, **params) -> dict:
+    response = server.get(site, "/movements/changes", **params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_change_feed_serves_new_movements_in_scanning_order_after_a_sequence(live_inventory):
+    head = movement_changes(live_inventory, limit=0)["headSequence"]
+    added = live_inventory.admin.add_live_records(NORTH, 12)
+
+    items, after = [], head
+    while True:
+        page = movement_changes(live_inventory, afterSequence=after, limit=5)
+        if not page["items"]:
+            break
+        items += page["items"]
+        after = page["items"][-1]["sequence"]
+
+    assert [item["movementId"] for item in items] == added["ids"]
+    assert page["headSequence"] == added["head_sequence"]
+    assert [item["sequence"] for item in items] == list(range(head + 1, head + 13))
+    # Containers move on through their chain: received, then stocked, then dispensed.
+    journeys: dict[str, list[str]] = {}
+    for item in items:
+        journeys.setdefault(item["containerId"], []).append(item["type"])
+        assert set(item) >= {"movementId", "containerId", "type", "at", "from", "to", "sequence",
+                             "recordedAt"}
+    assert all(journey == ["receive", "stock", "dispense"][:len(journey)]
+               for journey in journeys.values())
+    # The container's own history agrees with the feed.
+    container = items[0]["containerId"]
+    history = live_inventory.get(NORTH, f"/containers/{container}/movements").json()["items"]
+    assert [movement["type"] for movement in history] == journeys[container]
+
+
+def test_the_running_world_leaves_the_seeded_containers_as_seeded(live_inventory):
+    seeded = containers(live_inventory, RIVER, status="received", limit=1)
+    live_inventory.admin.add_live_records(RIVER, 9)
+    assert containers(live_inventory, RIVER, barcode=seeded["items"][0]["barcode"])["items"] \
+        == seeded["items"]
+
+
+@pytest.mark.parametrize("params", [{"limit": 501}, {"afterSequence": -1},
+                                    {"recordedSince": "2026-11-15T00:00:00"},
+                                    {"since": "2026-11-15T00:00:00Z"}])
+def test_bad_change_feed_queries_are_400(demo_inventory, params):
+    response = demo_inventory.get(NORTH, "/movements/changes", **params)
+    assert response.status_code == 400
+    assert response.json()["parameter"] in params

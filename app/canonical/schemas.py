@@ -75,6 +75,12 @@ class MovementSchema(CanonicalSchema):
     at = fields.String(required=True, validate=UTC_TIMESTAMP)
 
 
+class ContainerMovementSchema(MovementSchema):
+    """One movement of one container, as a change feed reports it (``container.moved``)."""
+
+    container_id = fields.String(required=True)
+
+
 class ContainerSchema(CanonicalSchema):
     """A medication container or vial (from the inventory system). Holds no PHI."""
 

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from app.canonical.ndc import normalize_ndc
 from app.canonical.schemas import (
+    ContainerMovementSchema,
     ContainerOriginSchema,
     ContainerSchema,
     LocationCatalogueEntrySchema,
@@ -18,7 +19,13 @@ from app.canonical.schemas import (
 )
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
-from app.connectors.base import ConnectionTarget, checked, map_records, resource_url
+from app.connectors.base import (
+    ChangePage,
+    ConnectionTarget,
+    checked,
+    map_records,
+    resource_url,
+)
 from app.connectors.resilience import get_json
 
 SYSTEM = "inventory"
@@ -28,6 +35,7 @@ _container_schema = ContainerSchema()
 _origin_schema = ContainerOriginSchema()
 _movement_schema = MovementSchema()
 _catalogue_entry_schema = LocationCatalogueEntrySchema()
+_container_movement_schema = ContainerMovementSchema()
 
 
 def _get(target: ConnectionTarget, path: tuple[str, ...], params: dict | None = None) -> dict:
@@ -234,3 +242,45 @@ def iter_movement_pages(target: ConnectionTarget, since: datetime | None
         if page:
             yield page
     return skipped
+
+
+# --- change feed: GET /movements/changes (afterSequence, recordedSince, limit) ----------------
+# The native contract this connector relies on: every movement scanned is appended to the
+# site's feed under a ``sequence`` that only grows and is never reused, visible in sequence
+# order (the system serializes its writers); a page is the movements after ``afterSequence`` in
+# that order, and ``headSequence`` is the feed's latest position. The hub's watermark is the
+# last sequence it has published, as text.
+
+def _feed(target: ConnectionTarget, params: dict) -> dict:
+    return _get(target, ("movements", "changes"), params)
+
+
+def movement_feed_head(target: ConnectionTarget) -> str:
+    """The watermark of "now": the feed's latest position (nothing before it is read)."""
+    return str(int(_feed(target, {"limit": 0})["headSequence"]))
+
+
+def movement_feed_position_at(target: ConnectionTarget, moment: datetime) -> str:
+    """The watermark from which reading returns every movement scanned at or after
+    ``moment`` (for a backfill)."""
+    answer = _feed(target, {"recordedSince": format_utc(moment), "limit": 1})
+    items = answer.get("items") or []
+    return str(int(items[0]["sequence"]) - 1 if items else int(answer["headSequence"]))
+
+
+def _moved_container(target: ConnectionTarget, native: dict) -> dict:
+    return {**_container_movement(target, native), "container_id": native["containerId"]}
+
+
+def movements_changed_since(target: ConnectionTarget, watermark: str, limit: int) -> ChangePage:
+    """The movements scanned after ``watermark`` (at most ``limit``, in feed order) as
+    canonical ``container.moved`` records, and the watermark after them."""
+    position = int(watermark)
+    answer = _feed(target, {"afterSequence": position, "limit": min(limit, NATIVE_PAGE_LIMIT)})
+    items = answer.get("items") or []
+    records = map_records(items, lambda item: _moved_container(target, item),
+                          _container_movement_schema, system=SYSTEM, resource="movement")
+    if items:
+        position = int(items[-1]["sequence"])
+    return ChangePage(records=records, watermark=str(position), skipped=len(items) - len(records),
+                      more=position < int(answer["headSequence"]))

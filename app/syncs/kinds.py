@@ -19,6 +19,7 @@ from app.lookups.warming import warm_cache
 from app.maintenance.service import purge_expired
 from app.settings import Settings
 from app.snapshots.service import sync_inventory_snapshot
+from app.syncs.changes import FEEDS, read_changes
 from app.syncs.nightly import submit_previous_day_counts
 from app.tenants.models import Tenant
 
@@ -59,6 +60,19 @@ def _retention_purge(*, db_session: Session, redis_client: redis.Redis, settings
                          ).as_report()
 
 
+def _not_yet_published(**_event) -> None:
+    # Until app.events.service (step6-webhooks) is merged: records are read, nothing published.
+    return None
+
+
+def _changes(feed_name: str) -> Callable[..., dict]:
+    def run(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+            tenant: Tenant | None) -> dict:
+        return read_changes(db_session=db_session, settings=settings, tenant=tenant,
+                            feed=FEEDS[feed_name], publish=_not_yet_published)
+    return run
+
+
 SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
     SyncKind("inventory_snapshot", "hub.io.sync_inventory_snapshot", False, "inventory",
              "hub_sync_inventory_snapshot",
@@ -74,6 +88,16 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
              "The previous local day's administration counts per unit and medication, "
              "submitted as an administration_counts job (see /v1/jobs).",
              _nightly_counts),
+    SyncKind("administration_changes", "hub.io.read_administration_changes", False,
+             "administration", "hub_sync_administration_changes",
+             "Change detection on System B: doses charted since the stored watermark (late "
+             "charting included), each published as an administration.recorded event.",
+             _changes("administrations")),
+    SyncKind("movement_changes", "hub.io.read_movement_changes", False, "inventory",
+             "hub_sync_movement_changes",
+             "Change detection on System A: container movements scanned since the stored "
+             "watermark, each published as a container.moved event.",
+             _changes("movements")),
     SyncKind("retention_purge", "hub.maintenance.purge_expired_data", True, None,
              "hub_sync_retention_purge",
              "Hub-wide: removes expired job results, idempotency keys, unit partials, "
@@ -91,4 +115,5 @@ REPORT_FIELDS = frozenset({
     "day", "job_id", "submitted", "job_status",
     "started_at", "job_results", "idempotency_keys", "unit_partials", "snapshot_movements",
     "sync_runs", "audit_events",
+    "records_read", "events_published", "batches", "feed_started", "budget_reached",
 })
