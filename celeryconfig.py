@@ -127,4 +127,11 @@ beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 60},
     },
+    # The events outbox: fan-outs and webhook deliveries that were stored but whose task never
+    # reached the broker (it was down), and deliveries whose worker died mid-attempt.
+    "sweep-events": {
+        "task": "hub.maintenance.sweep_events",
+        "schedule": 15.0,
+        "options": {"expires": 15},
+    },
 }

@@ -50,6 +50,9 @@ SCOPE_DESCRIPTIONS = {
     "jobs:write": "Submit and cancel jobs.",
     "audit:read": "Read the tenant's audit trail.",
     "admin": "Operate the tenant: scheduled syncs and dead letters.",
+    "events:subscribe": "Manage the tenant's webhook subscriptions and their delivery history.",
+    "dispenses:read": "Read pharmacy dispenses (full dispense.recorded event payloads).",
+    "orders:read": "Read medication orders (full order.placed event payloads).",
 }
 
 # Errors every operation of a kind can answer, whatever its view documents.

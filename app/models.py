@@ -3,11 +3,13 @@
 from app.audit.models import AuditEvent
 from app.clients.models import Client
 from app.database import Base
+from app.events.models import Delivery, Event, Subscription
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.snapshots.models import SnapshotContainer, SnapshotLocation, SnapshotMovement
 from app.syncs.models import ChangeWatermark, SyncRun, SyncSchedule
 from app.tenants.models import Connection, Entitlement, Product, Tenant
 
 __all__ = ["AuditEvent", "Base", "ChangeWatermark", "Client", "Connection", "DeadLetter",
-           "Entitlement", "Job", "JobResult", "JobUnit", "Product", "SnapshotContainer",
-           "SnapshotLocation", "SnapshotMovement", "SyncRun", "SyncSchedule", "Tenant"]
+           "Delivery", "Entitlement", "Event", "Job", "JobResult", "JobUnit", "Product",
+           "SnapshotContainer", "SnapshotLocation", "SnapshotMovement", "Subscription",
+           "SyncRun", "SyncSchedule", "Tenant"]

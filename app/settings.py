@@ -151,6 +151,24 @@ SETTINGS: tuple[Setting, ...] = (
             "task on a downstream failure before it lands in the dead-letter store.", "int"),
     Setting("HUB_UNIT_MAX_DELIVERIES", 5, "Deliveries of one unit task (redeliveries after a "
             "killed worker included) before it is dead-lettered.", "int"),
+    Setting("HUB_WEBHOOK_ALLOW_HTTP", False, "Accept plain `http://` webhook subscription URLs "
+            "(the demo stack only; production subscribers must use https).", "bool"),
+    Setting("HUB_WEBHOOK_ALLOWED_NETWORKS", "", "CIDRs, comma-separated, that webhook URLs may "
+            "resolve to although they are loopback, private, link-local or metadata addresses "
+            "(the demo stack allowlists `127.0.0.1/32`). Empty: none."),
+    Setting("HUB_WEBHOOK_TIMEOUT_SECONDS", 10.0, "Connect and read timeout of one webhook "
+            "delivery attempt, seconds.", "float"),
+    Setting("HUB_WEBHOOK_RETRY_HORIZON_SECONDS", 86400, "How long a failing webhook delivery is "
+            "retried (exponential backoff with jitter) before it is dead-lettered.", "int"),
+    Setting("HUB_WEBHOOK_RETRY_BASE_SECONDS", 5.0, "First wait before retrying a failed webhook "
+            "delivery; each later wait doubles, with jitter.", "float"),
+    Setting("HUB_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, "Longest single wait between two attempts "
+            "of a webhook delivery.", "float"),
+    Setting("HUB_WEBHOOK_PAUSE_AFTER_FAILURES", 50, "Consecutive failed delivery attempts after "
+            "which a subscription is paused (its owner sees why and resumes it).", "int"),
+    Setting("HUB_WEBHOOK_SWEEP_GRACE_SECONDS", 60, "Age after which the event sweeper re-sends "
+            "an event's fan-out or a due delivery whose task never ran (broker down when it "
+            "was sent).", "int"),
     Setting("HUB_API_HOST", "127.0.0.1", "Address the API listens on."),
     Setting("HUB_API_PORT", 8000, "Port of the API.", "int"),
     Setting("HUB_API_WORKERS", 2, "Gunicorn worker processes for the API.", "int"),
@@ -244,6 +262,14 @@ class Settings:
     hub_token_failures_per_client: str
     hub_token_failures_per_address: str
     hub_client_state_seconds: int
+    hub_webhook_allow_http: bool
+    hub_webhook_allowed_networks: str
+    hub_webhook_timeout_seconds: float
+    hub_webhook_retry_horizon_seconds: int
+    hub_webhook_retry_base_seconds: float
+    hub_webhook_retry_max_seconds: float
+    hub_webhook_pause_after_failures: int
+    hub_webhook_sweep_grace_seconds: int
     hub_api_host: str
     hub_api_port: int
     hub_api_workers: int

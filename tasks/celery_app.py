@@ -43,7 +43,8 @@ class HubTask(Task):
 
 celery_app = Celery("hub", task_cls=HubTask)
 celery_app.config_from_object("celeryconfig")
-celery_app.conf.imports = ("tasks.smoke", "tasks.audit", "tasks.jobs", "tasks.syncs")
+celery_app.conf.imports = ("tasks.smoke", "tasks.audit", "tasks.jobs", "tasks.syncs",
+                          "tasks.events")
 
 
 def routine_tasks() -> frozenset[str]:

@@ -42,10 +42,10 @@ def submit_smoke_chord(size: int) -> AsyncResult:
     return chord(header, app=client)(signature("hub.compute.smoke_total", app=client))
 
 
-def _send(task_name: str, args: tuple) -> AsyncResult:
+def _send(task_name: str, args: tuple, countdown: float | None = None) -> AsyncResult:
     # Flower and the broker show task arguments: ids only, checked at the PHI boundary.
     assert_task_arguments(args)
-    return celery_client().send_task(task_name, args=args)
+    return celery_client().send_task(task_name, args=args, countdown=countdown)
 
 
 def submit_job_pipeline(*, job_id: str) -> None:
@@ -73,3 +73,14 @@ def run_sync_now(*, task_name: str, schedule_id: str) -> str:
     """Send a sync's task at once (an operator's "run now"); its single-flight lock still
     holds, so a run already going makes this one a counted skip. Returns the task id."""
     return _send(task_name, (schedule_id,)).id
+
+
+def fan_out_event(*, event_id: str) -> None:
+    """Make a published event's webhook deliveries and send them (after the publisher's
+    commit; the event sweeper re-sends what never reached the broker)."""
+    _send("hub.io.fan_out_event", (event_id,))
+
+
+def deliver_webhook(*, delivery_id: str, countdown: float | None = None) -> None:
+    """Attempt one webhook delivery, now or after ``countdown`` seconds (a retry's backoff)."""
+    _send("hub.io.deliver_webhook", (delivery_id,), countdown)

@@ -43,6 +43,14 @@ INVALID_RECORDS = Counter("hub_invalid_downstream_records_total", "Downstream re
                           "because they could not be mapped to the canonical schema.",
                           ["system", "resource"])
 
+EVENTS_PUBLISHED = Counter("hub_events_published_total", "Canonical events stored for fan-out, by "
+                           "type.", ["type"])
+WEBHOOK_DELIVERIES = Counter("hub_webhook_deliveries_total", "Webhook delivery attempts by "
+                             "outcome (delivered, failed, dead_lettered, refused).", ["outcome"])
+WEBHOOK_QUEUE_LAG = Histogram("hub_webhook_queue_lag_seconds", "Seconds between a webhook "
+                              "delivery falling due and its attempt starting.",
+                              buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900))
+
 
 def render_metrics() -> tuple[bytes, str]:
     """Return the exposition text of every process's metrics and its content type."""

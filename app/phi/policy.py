@@ -133,6 +133,117 @@ _CONTAINER_ORIGIN_FIELDS: dict[str, Action] = {
 
 _CONTAINER_READERS = ("administration", "inventory", "operator")
 
+# --- events -------------------------------------------------------------------------------
+# An event is stored once (``EVENT_STORE``) and delivered later to each subscriber. The stored
+# form is cut from the canonical record by the ``*_FOR_EVENT_STORE`` policies: the patient
+# becomes the tenant pseudonym at most; names, birth dates, free text and staff ids are never
+# stored. At delivery the subscriber's own policy (resource type ``<resource>_event``) is
+# applied to that stored form, so each subscriber gets only what its consumer may read; no
+# policy for its consumer means it is sent the id-only notification instead.
+
+EVENT_STORE = "event_store"
+"""The consumer name of the hub's own event table."""
+
+_ADMINISTRATION_FOR_EVENT_STORE: dict[str, Action] = {
+    "administration_id": Keep(),
+    "unit": Keep(),
+    "medication.ndc11": Keep(),
+    "medication.name": Keep(),
+    "medication.strength": Keep(),
+    "dose.quantity": Keep(),
+    "dose.unit": Keep(),
+    "route": Keep(),
+    "administered_at": Keep(),
+    "container_barcode": Keep(),
+    "nurse_id": Pseudonymize("staff", as_="nurse_ref"),
+    "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
+    # An event outlives the request that made it: even the birth year is left out.
+    "patient.birth_date": Drop(),
+    "patient.name": Drop(),
+    "note": Drop(),
+}
+
+_DISPENSE_FOR_EVENT_STORE: dict[str, Action] = {
+    "dispense_id": Keep(),
+    "order_id": Keep(),
+    "unit": Keep(),
+    "medication.ndc11": Keep(),
+    "medication.name": Keep(),
+    "medication.strength": Keep(),
+    "quantity": Keep(),
+    "dose.quantity": Keep(),
+    "dose.unit": Keep(),
+    "dispensed_at": Keep(),
+    "container_barcode": Keep(),
+    "pharmacist_id": Pseudonymize("staff", as_="pharmacist_ref"),
+    "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
+    "patient.birth_date": Drop(),
+    "patient.name": Drop(),
+    "note": Drop(),
+}
+
+_ORDER_FOR_EVENT_STORE: dict[str, Action] = {
+    "order_id": Keep(),
+    "unit": Keep(),
+    "medication.ndc11": Keep(),
+    "medication.name": Keep(),
+    "medication.strength": Keep(),
+    "dose.quantity": Keep(),
+    "dose.unit": Keep(),
+    "route": Keep(),
+    "frequency": Keep(),
+    "status": Keep(),
+    "ordered_at": Keep(),
+    "prescriber_id": Pseudonymize("staff", as_="prescriber_ref"),
+    "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
+    "patient.birth_date": Drop(),
+    "patient.name": Drop(),
+    "note": Drop(),
+}
+
+_CONTAINER_MOVEMENT_FOR_EVENT_STORE: dict[str, Action] = {
+    "container_id": Keep(),
+    "barcode": Keep(),
+    "medication.ndc11": Keep(),
+    "medication.name": Keep(),
+    "medication.strength": Keep(),
+    "lot": Keep(),
+    "expires_on": Keep(),
+    "location.facility": Keep(),
+    "location.unit": Keep(),
+    "location.cabinet": Keep(),
+    "status": Keep(),
+    "movement.movement_id": Keep(),
+    "movement.type": Keep(),
+    "movement.from_location": Keep(),
+    "movement.to_location": Keep(),
+    "movement.at": Keep(),
+}
+
+
+def _as_stored(rules: dict[str, Action]) -> dict[str, Action]:
+    """The subscriber policy that passes a stored event's fields on as they are stored."""
+    return {getattr(action, "as_", None) or path: Keep() for path, action in rules.items()
+            if not isinstance(action, Drop)}
+
+
+_EVENT_STORE_POLICIES: dict[str, dict[str, Action]] = {
+    "administration": _ADMINISTRATION_FOR_EVENT_STORE,
+    "dispense": _DISPENSE_FOR_EVENT_STORE,
+    "order": _ORDER_FOR_EVENT_STORE,
+    "container_movement": _CONTAINER_MOVEMENT_FOR_EVENT_STORE,
+}
+
+# Who may receive a full event payload, by resource: as for lookups, System B (the
+# administration product) does not read administrations back through the hub; pharmacy data
+# goes to the eMAR, inventory and operators; container moves to every reader of containers.
+_EVENT_READERS: dict[str, tuple[str, ...]] = {
+    "administration": ("inventory", "operator", "pharmacy"),
+    "dispense": ("administration", "inventory", "operator"),
+    "order": ("administration", "inventory", "operator"),
+    "container_movement": (*_CONTAINER_READERS, "pharmacy"),
+}
+
 POLICIES: dict[tuple[str, str], dict[str, Action]] = {
     ("administration", "inventory"): _ADMINISTRATION_FOR_READERS,
     ("administration", "operator"): _ADMINISTRATION_FOR_READERS,
@@ -140,6 +251,9 @@ POLICIES: dict[tuple[str, str], dict[str, Action]] = {
     # through the hub, so there is no policy and such a read is refused.
     **{("container", consumer): _CONTAINER_FIELDS for consumer in _CONTAINER_READERS},
     **{("container_origin", consumer): _CONTAINER_ORIGIN_FIELDS for consumer in _CONTAINER_READERS},
+    **{(resource, EVENT_STORE): rules for resource, rules in _EVENT_STORE_POLICIES.items()},
+    **{(f"{resource}_event", consumer): _as_stored(_EVENT_STORE_POLICIES[resource])
+       for resource, consumers in _EVENT_READERS.items() for consumer in consumers},
 }
 """(resource type, consumer) → {canonical path: action}. Compiled at import; edit here, not at run time."""
 
