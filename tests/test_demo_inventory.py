@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from tests.fixtures.processes import wait_until
+
 NORTH = "north-general"
 RIVER = "river-valley"
 NO_FAULTS = {"latency_ms": 0, "error_rate": 0.0, "timeout_rate": 0.0, "timeout_seconds": 30.0, "down": False}
@@ -304,7 +306,12 @@ def movement_changes(server, site=NORTH, **params) -> dict:
 
 def test_the_change_feed_serves_new_movements_in_scanning_order_after_a_sequence(live_inventory):
     head = movement_changes(live_inventory, limit=0)["headSequence"]
-    added = live_inventory.admin.add_live_records(NORTH, 12)
+    earlier = live_inventory.admin.add_live_records(NORTH, 6)
+    # A container moves at most once a second: the next containers move on a second later.
+    moment = time.time()
+    wait_until(lambda: time.time() >= moment + 1.1, timeout=5, description="the next second")
+    later = live_inventory.admin.add_live_records(NORTH, 6)
+    added = {"ids": earlier["ids"] + later["ids"], "head_sequence": later["head_sequence"]}
 
     items, after = [], head
     while True:
@@ -322,9 +329,11 @@ def test_the_change_feed_serves_new_movements_in_scanning_order_after_a_sequence
     for item in items:
         journeys.setdefault(item["containerId"], []).append(item["type"])
         assert set(item) >= {"movementId", "containerId", "type", "at", "from", "to", "sequence",
-                             "recordedAt"}
+                             "recordedAt", "container"}
+        assert item["container"]["containerId"] == item["containerId"]
     assert all(journey == ["receive", "stock", "dispense"][:len(journey)]
                for journey in journeys.values())
+    assert any(len(journey) > 1 for journey in journeys.values())
     # The container's own history agrees with the feed.
     container = items[0]["containerId"]
     history = live_inventory.get(NORTH, f"/containers/{container}/movements").json()["items"]

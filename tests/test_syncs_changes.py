@@ -19,12 +19,14 @@ import pytest
 from sqlalchemy import select
 
 from app.connectors.resilience import DownstreamUnavailable
+from app.events import service as events
+from app.events.models import Event
 from app.problems import Problem
 from app.syncs import service
 from app.syncs.changes import FEEDS, read_changes
 from app.syncs.models import ChangeWatermark, SyncRun
 from app.tenants.service import get_tenant_by_slug
-from tests.fixtures.changes import run_change_sync, stored_watermark
+from tests.fixtures.changes import published_records, run_change_sync, stored_watermark
 from tests.fixtures.phi import leaks_in
 from tests.fixtures.processes import wait_until
 
@@ -34,12 +36,17 @@ TENANT = "north-general"
 # sync kind, its feed, the live demo system's fixture
 KINDS = [("administration_changes", "administrations", "live_administration"),
          ("movement_changes", "movements", "live_inventory")]
+EVENT_TYPE = {"administrations": "administration.recorded", "movements": "container.moved"}
 
 
 @pytest.fixture(params=KINDS, ids=[kind for kind, _feed, _system in KINDS])
 def change_sync(request):
     kind, feed, system = request.param
     return kind, feed, request.getfixturevalue(system)
+
+
+def exactly_once(published: list[str], expected: list[str]) -> bool:
+    return len(published) == len(set(published)) and sorted(published) == sorted(expected)
 
 
 def tenant_row(hub, slug: str = TENANT):
@@ -53,11 +60,14 @@ def head(server, site: str = TENANT) -> int:
 
 
 class Collector:
-    """A publisher that keeps what it was asked to publish (the records' ids), and can fail at
-    a chosen batch: what a test gives ``read_changes`` in place of the event store."""
+    """The hub's publisher (or, with ``store=False``, none: the ids only), keeping the ids of
+    what each committed batch published, and able to fail at a chosen batch."""
 
-    def __init__(self, feed: str, *, fail_in_batch: int | None = None, on_batch=None):
-        self.id_field = "administration_id" if feed == "administrations" else "movement_id"
+    def __init__(self, feed: str, *, fail_in_batch: int | None = None, on_batch=None,
+                 store: bool = True):
+        self.store = store
+        self.record_id = (lambda record: record["administration_id"]) \
+            if feed == "administrations" else (lambda record: record["movement"]["movement_id"])
         self.published: list[str] = []
         self.pending: list[str] = []
         self.batch = 0
@@ -72,11 +82,15 @@ class Collector:
                 self.on_batch(self.batch)
             if self.batch == self.fail_in_batch:
                 raise RuntimeError("the event store refused batch")
-        self.pending.append(resource[self.id_field])
-        return resource[self.id_field]
+        self.pending.append(self.record_id(resource))
+        if not self.store:
+            return self.record_id(resource)
+        return events.publish(db_session=db_session, settings=settings, tenant_id=tenant_id,
+                              event_type=event_type, product=product, resource=resource,
+                              occurred_at=occurred_at)
 
-    def committed(self, events: list) -> None:
-        self.published += events
+    def committed(self, _events: list) -> None:
+        self.published += self.pending
         self.pending = []
 
 
@@ -101,6 +115,7 @@ def test_the_first_run_starts_at_now_and_reads_nothing_older(hub, change_sync):
     assert first.outcome == "succeeded", first.error
     assert first.report["feed_started"] is True
     assert first.report["records_read"] == first.report["events_published"] == 0
+    assert published_records(hub, EVENT_TYPE[feed]) == []
     assert stored_watermark(hub, tenant_row(hub).id, feed) == str(head(system))
     second = run_change_sync(hub, kind, TENANT)
     assert second.report["records_read"] == 0 and second.report["feed_started"] is False
@@ -114,12 +129,14 @@ def test_new_records_are_read_exactly_once_on_the_next_run(hub, change_sync):
     run = run_change_sync(hub, kind, TENANT)
 
     assert run.outcome == "succeeded", run.error
-    assert run.report["records_read"] == 7 and run.report["records_skipped"] == 0
-    assert run.report["batches"] == 1
+    assert run.report["records_read"] == run.report["events_published"] == 7
+    assert run.report["records_skipped"] == 0 and run.report["batches"] == 1
+    assert exactly_once(published_records(hub, EVENT_TYPE[feed]), added["ids"])
     assert stored_watermark(hub, tenant_row(hub).id, feed) == str(added["head_sequence"])
-    # Nothing new: nothing read.
+    # Nothing new: nothing read, nothing published.
     again = run_change_sync(hub, kind, TENANT)
-    assert again.report["records_read"] == 0 and again.report["batches"] == 1
+    assert again.report["records_read"] == again.report["events_published"] == 0
+    assert len(published_records(hub, EVENT_TYPE[feed])) == 7
 
 
 def test_the_records_read_are_exactly_the_new_ones(hub, change_sync):
@@ -130,7 +147,7 @@ def test_the_records_read_are_exactly_the_new_ones(hub, change_sync):
 
     report = read_in_process(hub, feed, collector)
 
-    assert collector.published == added["ids"]
+    assert collector.published == added["ids"]  # in the feed's order
     assert report["events_published"] == 9
     assert read_in_process(hub, feed, Collector(feed))["records_read"] == 0
 
@@ -205,10 +222,12 @@ def test_a_batch_whose_publish_fails_is_read_again_next_run_without_duplicates_o
     assert crashing.published == added["ids"][:10]
     assert stored_watermark(hub, tenant_row(hub).id, feed) == \
         str(added["first_sequence"] + 9)
+    assert exactly_once(published_records(hub, EVENT_TYPE[feed]), added["ids"][:10])
     resumed = Collector(feed)
     report = read_in_process(hub, feed, resumed, hub_change_batch_size=10)
     assert crashing.published + resumed.published == added["ids"]
     assert report["records_read"] == 15 and report["batches"] == 2
+    assert exactly_once(published_records(hub, EVENT_TYPE[feed]), added["ids"])
 
 
 def test_a_system_going_down_mid_run_keeps_the_committed_batches_and_the_next_run_resumes(
@@ -234,6 +253,7 @@ def test_a_system_going_down_mid_run_keeps_the_committed_batches_and_the_next_ru
     wait_until(lambda: read_in_process(hub, feed, rest) is not None, timeout=30, interval=0.5,
                description="a run after the outage")
     assert committed + rest.published == added["ids"]
+    assert exactly_once(published_records(hub, EVENT_TYPE[feed]), added["ids"])
 
 
 # --- large sites ---------------------------------------------------------------------------------
@@ -241,13 +261,14 @@ def test_a_system_going_down_mid_run_keeps_the_committed_batches_and_the_next_ru
 def test_a_large_backlog_is_paged_in_batches_and_a_run_stops_at_its_time_budget(
         hub, live_administration):
     feed = "administrations"
-    read_in_process(hub, feed, Collector(feed))
+    read_in_process(hub, feed, Collector(feed, store=False))
     added = live_administration.admin.add_live_records(TENANT, 20_000)
     live_administration.admin.set_faults(latency_ms=150, site=TENANT)
     collectors, reports = [], []
 
     while not reports or reports[-1]["budget_reached"]:
-        collectors.append(Collector(feed))
+        # What is published is proved above; here only paging and the budget are.
+        collectors.append(Collector(feed, store=False))
         reports.append(read_in_process(hub, feed, collectors[-1], hub_change_batch_size=1000,
                                        hub_change_run_seconds=1))
         # Each committed batch moved the watermark to its last record.
@@ -270,7 +291,7 @@ def test_reports_and_watermarks_of_change_syncs_hold_no_phi(hub, live_administra
                          ("movement_changes", live_inventory)):
         run_change_sync(hub, kind, TENANT)
         system.admin.add_live_records(TENANT, 200)
-        assert run_change_sync(hub, kind, TENANT).report["records_read"] == 200
+        assert run_change_sync(hub, kind, TENANT).report["events_published"] == 200
     phi = live_administration.admin.export_phi()
     identifiers = set(phi["notes"]) | {value for patient in phi["patients"]
                                        for value in (patient["full_name"], patient["mrn"])}
@@ -278,11 +299,13 @@ def test_reports_and_watermarks_of_change_syncs_hold_no_phi(hub, live_administra
                for patient in phi["patients"][:50])  # named notes were charted
 
     with hub.database.new_session() as reader:
-        rows = [*reader.scalars(select(SyncRun)), *reader.scalars(select(ChangeWatermark))]
+        rows = [*reader.scalars(select(SyncRun)), *reader.scalars(select(ChangeWatermark)),
+                *reader.scalars(select(Event))]
         dump = "\n".join(json.dumps({column.name: getattr(row, column.name)
                                      for column in row.__table__.columns}, default=str)
                          for row in rows)
 
+    assert len(published_records(hub, "administration.recorded")) == 200
     assert leaks_in(dump, identifiers) == []
 
 

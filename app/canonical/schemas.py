@@ -75,12 +75,6 @@ class MovementSchema(CanonicalSchema):
     at = fields.String(required=True, validate=UTC_TIMESTAMP)
 
 
-class ContainerMovementSchema(MovementSchema):
-    """One movement of one container, as a change feed reports it (``container.moved``)."""
-
-    container_id = fields.String(required=True)
-
-
 class ContainerSchema(CanonicalSchema):
     """A medication container or vial (from the inventory system). Holds no PHI."""
 
@@ -91,6 +85,13 @@ class ContainerSchema(CanonicalSchema):
     expires_on = fields.Date(required=True)
     location = fields.Nested(LocationSchema, required=True)
     status = fields.String(required=True)
+
+
+class ContainerMovedSchema(ContainerSchema):
+    """A container with one of its movements, as a change feed reports it
+    (``container.moved``): the container as it is when read, the movement as it happened."""
+
+    movement = fields.Nested(MovementSchema, required=True)
 
 
 class ContainerOriginSchema(ContainerSchema):

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from app.canonical.ndc import normalize_ndc
 from app.canonical.schemas import (
-    ContainerMovementSchema,
+    ContainerMovedSchema,
     ContainerOriginSchema,
     ContainerSchema,
     LocationCatalogueEntrySchema,
@@ -35,7 +35,7 @@ _container_schema = ContainerSchema()
 _origin_schema = ContainerOriginSchema()
 _movement_schema = MovementSchema()
 _catalogue_entry_schema = LocationCatalogueEntrySchema()
-_container_movement_schema = ContainerMovementSchema()
+_container_moved_schema = ContainerMovedSchema()
 
 
 def _get(target: ConnectionTarget, path: tuple[str, ...], params: dict | None = None) -> dict:
@@ -269,17 +269,18 @@ def movement_feed_position_at(target: ConnectionTarget, moment: datetime) -> str
 
 
 def _moved_container(target: ConnectionTarget, native: dict) -> dict:
-    return {**_container_movement(target, native), "container_id": native["containerId"]}
+    return {**_container(target, native["container"]), "movement": _movement(target, native)}
 
 
 def movements_changed_since(target: ConnectionTarget, watermark: str, limit: int) -> ChangePage:
     """The movements scanned after ``watermark`` (at most ``limit``, in feed order) as
-    canonical ``container.moved`` records, and the watermark after them."""
+    canonical ``container.moved`` records (the container with the ``movement``), and the
+    watermark after them."""
     position = int(watermark)
     answer = _feed(target, {"afterSequence": position, "limit": min(limit, NATIVE_PAGE_LIMIT)})
     items = answer.get("items") or []
     records = map_records(items, lambda item: _moved_container(target, item),
-                          _container_movement_schema, system=SYSTEM, resource="movement")
+                          _container_moved_schema, system=SYSTEM, resource="movement")
     if items:
         position = int(items[-1]["sequence"])
     return ChangePage(records=records, watermark=str(position), skipped=len(items) - len(records),

@@ -61,7 +61,7 @@ FEEDS: dict[str, ChangeFeed] = {feed.name: feed for feed in (
                lambda record: record["administered_at"]),
     ChangeFeed("movements", "inventory", "container.moved",
                inventory.movement_feed_head, inventory.movement_feed_position_at,
-               inventory.movements_changed_since, lambda record: record["at"]),
+               inventory.movements_changed_since, lambda record: record["movement"]["at"]),
 )}
 
 Publish = Callable[..., object]

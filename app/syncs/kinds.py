@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import redis
 from sqlalchemy.orm import Session
 
+from app.events import service as events
 from app.lookups.warming import warm_cache
 from app.maintenance.service import purge_expired
 from app.settings import Settings
@@ -60,16 +61,12 @@ def _retention_purge(*, db_session: Session, redis_client: redis.Redis, settings
                          ).as_report()
 
 
-def _not_yet_published(**_event) -> None:
-    # Until app.events.service (step6-webhooks) is merged: records are read, nothing published.
-    return None
-
-
 def _changes(feed_name: str) -> Callable[..., dict]:
     def run(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
             tenant: Tenant | None) -> dict:
         return read_changes(db_session=db_session, settings=settings, tenant=tenant,
-                            feed=FEEDS[feed_name], publish=_not_yet_published)
+                            feed=FEEDS[feed_name], publish=events.publish,
+                            after_commit=events.notify_published)
     return run
 
 

@@ -221,7 +221,8 @@ class InventoryStore:
                 limit: int) -> tuple[int, list[dict]]:
         """The feed's head (latest position, 0 when empty) and up to ``limit`` movements scanned
         after feed position ``after_sequence`` (and at or after ``recorded_since``), in feed
-        order, each with its ``sequence`` and ``recordedAt``."""
+        order, each with its ``sequence``, ``recordedAt`` and the moved ``container`` as it is
+        now."""
         head = self.database.one("SELECT coalesce(max(sequence), 0) FROM movement_log"
                                  " WHERE site = ?", (site,))[0]
         if limit == 0:
@@ -239,7 +240,8 @@ class InventoryStore:
         for row in rows:
             container = containers[row["container_id"]]
             movement = self._movement(container, row["kind"], container[_STEPS[row["kind"]][0]])
-            items.append({**movement, "sequence": row["sequence"],
+            items.append({**movement, "container": self._container(container),
+                          "sequence": row["sequence"],
                           "recordedAt": dt.datetime.fromtimestamp(row["recorded_epoch"], zone).isoformat()})
         return head, items
 
@@ -260,7 +262,7 @@ class InventoryStore:
                 container_id = None
                 if kind != "receive":
                     container_id = self._running_world_container(
-                        connection, site, RECEIVED if kind == "stock" else STOCKED)
+                        connection, site, RECEIVED if kind == "stock" else STOCKED, before=now)
                 if container_id is None:
                     kind, container_id = "receive", self._receive(connection, site, rand, now)
                 elif kind == "stock":
@@ -283,13 +285,16 @@ class InventoryStore:
         return self.recorder.write(move)
 
     @staticmethod
-    def _running_world_container(connection: sqlite3.Connection, site: str,
-                                 status: str) -> int | None:
+    def _running_world_container(connection: sqlite3.Connection, site: str, status: str, *,
+                                 before: int) -> int | None:
         # Only containers the running world received move on: the seeded world stays as seeded.
+        # A container moves at most once a second: a movement is one thing that happened to one
+        # container at one time.
         row = connection.execute(
             "SELECT c.id FROM movement_log l JOIN containers c ON c.id = l.container_id"
-            " WHERE l.site = ? AND l.kind = 'receive' AND c.status = ? ORDER BY l.container_id"
-            " LIMIT 1", (site, status)).fetchone()
+            " WHERE l.site = ? AND l.kind = 'receive' AND c.status = ?"
+            " AND coalesce(c.stocked_epoch, c.received_epoch) < ? ORDER BY l.container_id"
+            " LIMIT 1", (site, status, before)).fetchone()
         return row[0] if row else None
 
     def _receive(self, connection: sqlite3.Connection, site: str, rand, now: int) -> int:

@@ -1,7 +1,7 @@
 """Change watermarks: how far each tenant's change feed of each system has been published.
 
 Revision ID: 0009_change_watermarks
-Revises: 0005_sync_schedules
+Revises: 0007_events_webhooks (0005 before step6-webhooks was merged in)
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009_change_watermarks"
-down_revision: str | Sequence[str] | None = "0005_sync_schedules"
+down_revision: str | Sequence[str] | None = "0007_events_webhooks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
