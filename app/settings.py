@@ -203,6 +203,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEMO_SEED", 42, "Seed of the demo systems' synthetic data.", "int"),
     Setting("DEMO_ADMINISTRATIONS", 20000, "Administration events the demo systems are seeded "
             "with by `make run` (the generator reaches 1,000,000 in under a minute).", "int"),
+    Setting("DEMO_LIVE_RECORDS_PER_MINUTE", 6, "New records each demo system adds per site and "
+            "minute while `make run` runs (doses charted, some late; containers received, "
+            "stocked, dispensed), so change detection has events to publish. 0: the seeded "
+            "world only.", "int"),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -289,6 +293,7 @@ class Settings:
     demo_access_log: bool
     demo_seed: int
     demo_administrations: int
+    demo_live_records_per_minute: int
 
     def __repr__(self) -> str:
         # URLs carry passwords (the embedded Redis's always does): show them redacted.

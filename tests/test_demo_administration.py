@@ -13,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from demo_systems.administration import cursor as emar_cursor
+from tests.fixtures.demo import start_demo_system, stop_demo_system
+from tests.fixtures.processes import wait_until
 
 NORTH = "NGH"
 RIVER = "RVH"
@@ -351,3 +353,17 @@ def test_live_records_need_the_admin_token_and_a_known_site(live_administration)
                              headers={"X-Admin-Token": live_administration.admin.token})
     assert response.status_code == 400
     assert set(response.json()["fields"]) == {"site", "count"}
+
+
+def test_the_running_world_charts_new_doses_while_the_system_serves(live_demo_data_dir, tmp_path):
+    # 600 a minute: one dose every 0.1 s per facility (the local stack uses a few a minute).
+    server = start_demo_system("administration", live_demo_data_dir, tmp_path,
+                               live_records_per_minute=600)
+    try:
+        start = changes(server, LAKESIDE, page_size=0)["head_sequence"]
+        wait_until(lambda: changes(server, LAKESIDE, page_size=0)["head_sequence"] >= start + 3,
+                   timeout=30, description="new doses charted by the running world")
+        charted = changes(server, LAKESIDE, after_sequence=start)["data"]
+        assert all(record["admin_id"].startswith("LSC-A") for record in charted)
+    finally:
+        stop_demo_system(server)

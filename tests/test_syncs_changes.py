@@ -12,8 +12,10 @@ are PHI-free; a tenant without the product has no change sync.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -27,6 +29,7 @@ from app.syncs.changes import FEEDS, read_changes
 from app.syncs.models import ChangeWatermark, SyncRun
 from app.tenants.service import get_tenant_by_slug
 from tests.fixtures.changes import published_records, run_change_sync, stored_watermark
+from tests.fixtures.cli import hub_cli
 from tests.fixtures.phi import leaks_in
 from tests.fixtures.processes import wait_until
 
@@ -318,3 +321,51 @@ def test_a_tenant_without_the_inventory_product_has_no_movement_change_sync(hub)
     with pytest.raises(Problem):
         service.sync_id_for(db_session=hub.database.session, kind="movement_changes",
                             owner="lakeside-clinic")
+
+
+# --- backfill ------------------------------------------------------------------------------------
+
+def test_a_backfill_reads_again_from_a_time_and_publishes_only_what_was_not_published(
+        hub_app, hub, live_administration):
+    cli = hub_cli(hub_app, "syncs")
+    run_change_sync(hub, "administration_changes", TENANT)
+    # Start at a whole second, so the backfill's time takes in exactly the doses below.
+    since = datetime.fromtimestamp(int(time.time()) + 1, UTC)
+    wait_until(lambda: time.time() >= since.timestamp(), timeout=5, description="next second")
+    earlier = live_administration.admin.add_live_records(TENANT, 4)
+    assert run_change_sync(hub, "administration_changes", TENANT).report[
+        "events_published"] == 4
+
+    result = cli("backfill-changes", TENANT, "administrations", "--since",
+                 since.isoformat().replace("+00:00", "Z"))
+    assert result.exit_code == 0, result.output
+    later = live_administration.admin.add_live_records(TENANT, 2)
+    again = run_change_sync(hub, "administration_changes", TENANT)
+
+    # The four are read again, but the event store already holds them: only the two are new.
+    assert again.report["records_read"] == 6 and again.report["events_published"] == 2
+    assert exactly_once(published_records(hub, "administration.recorded"),
+                        earlier["ids"] + later["ids"])
+
+
+def test_a_backfill_without_a_time_starts_the_feed_over_from_now(hub_app, hub,
+                                                                  live_inventory):
+    cli = hub_cli(hub_app, "syncs")
+    live_inventory.admin.add_live_records(TENANT, 3)
+
+    result = cli("backfill-changes", TENANT, "movements")
+
+    assert result.exit_code == 0, result.output
+    assert stored_watermark(hub, tenant_row(hub).id, "movements") == str(head(live_inventory))
+    assert run_change_sync(hub, "movement_changes", TENANT).report["records_read"] == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("lakeside-clinic", "movements"), "not entitled"),
+    ((TENANT, "administrations", "--since", "2026-12-01T00:00:00"), "UTC offset"),
+    ((TENANT, "administrations", "--since", "yesterday"), "ISO 8601"),
+])
+def test_a_backfill_is_refused_clearly(hub_app, args, message):
+    result = hub_cli(hub_app, "syncs")("backfill-changes", *args)
+
+    assert result.exit_code != 0 and message in result.output

@@ -32,8 +32,9 @@ from sqlalchemy.orm import Session
 from app.canonical.times import to_utc
 from app.connectors import administration, inventory
 from app.connectors.base import ChangePage, ConnectionTarget
-from app.connectors.routing import connection_target
+from app.connectors.routing import NotConnected, connection_target
 from app.database import utcnow
+from app.entitlements.service import tenant_owns_product
 from app.problems import Problem
 from app.settings import Settings
 from app.syncs.models import ChangeWatermark
@@ -153,8 +154,16 @@ def read_changes(*, db_session: Session, settings: Settings, tenant: Tenant, fee
 def start_from(*, db_session: Session, settings: Settings, tenant: Tenant, feed: ChangeFeed,
                since: datetime | None) -> str:
     """Set the watermark of a tenant's feed so the next run publishes everything the system
-    recorded at or after ``since`` (a backfill), or (None) from now on; return it."""
-    target = _target(db_session, settings, tenant, feed)
+    recorded at or after ``since`` (a backfill), or (None) from now on; return it. Events
+    already published are not published twice (the event store keeps one per record)."""
+    if not tenant_owns_product(db_session=db_session, tenant_id=str(tenant.id),
+                               product=feed.product):
+        raise Problem(f"The tenant is not entitled to the {feed.product} product.", status=404)
+    try:
+        target = _target(db_session, settings, tenant, feed)
+    except NotConnected:
+        raise Problem(f"The tenant has no active {feed.product} connection.",
+                      status=404) from None
     position = feed.position_at(target, since) if since is not None else feed.head(target)
     updated = db_session.execute(update(ChangeWatermark).where(*_key(tenant, feed))
                                  .values(position=position, updated_at=utcnow()))
