@@ -34,6 +34,10 @@ class SyncKind:
     default_setting: str
     description: str
     run: Callable[..., dict]
+    # Report fields whose non-zero count makes a run worth an INFO log line; empty: any count.
+    # A change sync that read records nobody subscribes to is routine, and a stack idling with
+    # its demo systems recording would otherwise log it every minute for every tenant.
+    notable: tuple[str, ...] = ()
 
 
 def _inventory_snapshot(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
@@ -70,6 +74,8 @@ def _changes(feed_name: str) -> Callable[..., dict]:
     return run
 
 
+CHANGE_NOTABLE = ("events_published", "records_skipped", "budget_reached")
+
 SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
     SyncKind("inventory_snapshot", "hub.io.sync_inventory_snapshot", False, "inventory",
              "hub_sync_inventory_snapshot",
@@ -89,12 +95,12 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
              "administration", "hub_sync_administration_changes",
              "Change detection on System B: doses charted since the stored watermark (late "
              "charting included), each published as an administration.recorded event.",
-             _changes("administrations")),
+             _changes("administrations"), notable=CHANGE_NOTABLE),
     SyncKind("movement_changes", "hub.io.read_movement_changes", False, "inventory",
              "hub_sync_movement_changes",
              "Change detection on System A: container movements scanned since the stored "
              "watermark, each published as a container.moved event.",
-             _changes("movements")),
+             _changes("movements"), notable=CHANGE_NOTABLE),
     SyncKind("retention_purge", "hub.maintenance.purge_expired_data", True, None,
              "hub_sync_retention_purge",
              "Hub-wide: removes expired job results, idempotency keys, unit partials, "
