@@ -298,6 +298,10 @@ def test_invalid_fault_plans_are_400_and_change_nothing(demo_inventory, demo_fau
 # --- change feed (the running world) -----------------------------------------------------------
 # On the live world's servers: adding records must not change what the session's inventory serves.
 
+def later_items(items: list[dict], added: dict) -> list[dict]:
+    return [item for item in items if item["movementId"] in set(added["ids"])]
+
+
 def movement_changes(server, site=NORTH, **params) -> dict:
     response = server.get(site, "/movements/changes", **params)
     assert response.status_code == 200, response.text
@@ -331,13 +335,15 @@ def test_the_change_feed_serves_new_movements_in_scanning_order_after_a_sequence
         assert set(item) >= {"movementId", "containerId", "type", "at", "from", "to", "sequence",
                              "recordedAt", "container"}
         assert item["container"]["containerId"] == item["containerId"]
-    assert all(journey == ["receive", "stock", "dispense"][:len(journey)]
+    # (Containers received before this test may move on in it: a journey may start later on.)
+    chain = ["receive", "stock", "dispense"]
+    assert all(journey == chain[chain.index(journey[0]):][:len(journey)]
                for journey in journeys.values())
-    assert any(len(journey) > 1 for journey in journeys.values())
-    # The container's own history agrees with the feed.
-    container = items[0]["containerId"]
-    history = live_inventory.get(NORTH, f"/containers/{container}/movements").json()["items"]
-    assert [movement["type"] for movement in history] == journeys[container]
+    assert "stock" in {item["type"] for item in later_items(items, later)}
+    # Each container's own history agrees with the feed.
+    for container, journey in journeys.items():
+        history = live_inventory.get(NORTH, f"/containers/{container}/movements").json()["items"]
+        assert [movement["type"] for movement in history][-len(journey):] == journey
 
 
 def test_the_running_world_leaves_the_seeded_containers_as_seeded(live_inventory):
