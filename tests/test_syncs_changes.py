@@ -370,3 +370,35 @@ def test_a_backfill_is_refused_clearly(hub_app, args, message):
     result = hub_cli(hub_app, "syncs")("backfill-changes", *args)
 
     assert result.exit_code != 0 and message in result.output
+
+
+def test_a_revoked_entitlement_ends_the_change_sync_and_publishes_nothing(hub, live_inventory):
+    from app.entitlements.service import grant_entitlement, revoke_entitlement
+    from app.tenants.service import get_product
+
+    session = hub.database.session
+    schedule_id = service.sync_id_for(db_session=session, kind="movement_changes", owner=TENANT)
+    run_change_sync(hub, "movement_changes", TENANT)
+    kept = stored_watermark(hub, tenant_row(hub).id, "movements")
+    inventory_product = get_product(db_session=session, code="inventory")
+    revoke_entitlement(db_session=session, tenant=tenant_row(hub), product=inventory_product)
+    session.commit()
+    try:
+        live_inventory.admin.add_live_records(TENANT, 3)
+        outcome: dict = {}
+
+        def dropped() -> bool:
+            # A worker remembers an entitlement for ENTITLEMENT_MEMORY_SECONDS (10 s).
+            outcome.update(service.run_sync(db_session=session, redis_client=hub.redis,
+                                            settings=hub.settings, schedule_id=schedule_id))
+            return outcome["outcome"] == "dropped"
+
+        wait_until(dropped, timeout=30, interval=1, description="the sync dropped")
+        assert ("movement_changes", TENANT) not in {
+            (sync.kind.name, sync.tenant.slug if sync.tenant else "hub")
+            for sync in service.active_syncs(db_session=session)}
+        assert stored_watermark(hub, tenant_row(hub).id, "movements") == kept
+        assert published_records(hub, "container.moved") == []
+    finally:
+        grant_entitlement(db_session=session, tenant=tenant_row(hub), product=inventory_product)
+        session.commit()
