@@ -35,14 +35,14 @@ def list_syncs(tenant_slug: str | None) -> None:
                       tenant_id=tenant_id):
         last = view["last_run"] or {}
         click.echo(
-            f"{view['sync']:20} {view['tenant'] or 'hub':18} "
+            f"{view['sync']:22} {view['tenant'] or 'hub':18} "
             f"{view['schedule']['spec'] + ('*' if view['schedule']['customized'] else ''):14} "
             f"{view['status']:10} last {last.get('outcome', '-'):9} "
             f"{last.get('started_at') or '-':27} {last.get('duration_seconds') or 0:8.2f}s  "
             f"next {view['next_due_at'] or '-':27} failures {view['consecutive_failures']} "
             f"skipped {view['skipped_runs']}")
         if last.get("error"):
-            click.echo(f"{'':40}error: {last['error']}")
+            click.echo(f"{'':42}error: {last['error']}")
     click.echo("(* an operator's schedule; the rest follow the HUB_SYNC_* defaults)")
 
 
