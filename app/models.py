@@ -8,11 +8,12 @@ from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.parallel_runs.models import ParallelRun, ParallelRunDifference
 from app.pharmacy.models import Hl7Message, PharmacyAdministration, PharmacyDispense, PharmacyOrder
 from app.snapshots.models import SnapshotContainer, SnapshotLocation, SnapshotMovement
-from app.syncs.models import SyncRun, SyncSchedule
+from app.syncs.models import ChangeWatermark, SyncRun, SyncSchedule
 from app.tenants.models import Connection, Entitlement, Product, Tenant
 
-__all__ = ["AuditEvent", "Base", "Client", "Connection", "DeadLetter", "Delivery", "Entitlement",
-           "Event", "Hl7Message", "Job", "JobResult", "JobUnit", "ParallelRun",
-           "ParallelRunDifference", "PharmacyAdministration", "PharmacyDispense", "PharmacyOrder",
-           "Product", "SnapshotContainer", "SnapshotLocation", "SnapshotMovement", "Subscription",
+__all__ = ["AuditEvent", "Base", "ChangeWatermark", "Client", "Connection", "DeadLetter",
+           "Delivery", "Entitlement", "Event", "Hl7Message", "Job", "JobResult", "JobUnit",
+           "ParallelRun", "ParallelRunDifference", "PharmacyAdministration", "PharmacyDispense",
+           "PharmacyOrder", "Product", "SnapshotContainer", "SnapshotLocation",
+           "SnapshotMovement", "Subscription",
            "SyncRun", "SyncSchedule", "Tenant"]

@@ -46,6 +46,7 @@ class ProblemType:
 # branch on these. A new slug is declared here, once, before any code raises it.
 PROBLEM_TYPES: dict[str, ProblemType] = {
     "bad-downstream-answer": ProblemType(502),
+    "change-watermark-moved": ProblemType(409),
     "client-disabled": ProblemType(403),
     "body-too-large": ProblemType(413),
     "dead-letter-not-replayable": ProblemType(409),

@@ -127,6 +127,17 @@ SETTINGS: tuple[Setting, ...] = (
             "`/v1/jobs`."),
     Setting("HUB_SYNC_RETENTION_PURGE", "15 3 * * *", "Schedule of the hub-wide retention "
             "purge."),
+    Setting("HUB_SYNC_ADMINISTRATION_CHANGES", "60", "Default schedule of each tenant's "
+            "change detection on System B (doses charted since the watermark, published as "
+            "`administration.recorded` events; docs/syncs.md#change-detection)."),
+    Setting("HUB_SYNC_MOVEMENT_CHANGES", "60", "Default schedule of each tenant's change "
+            "detection on System A (movements scanned since the watermark, published as "
+            "`container.moved` events)."),
+    Setting("HUB_CHANGE_BATCH_SIZE", 500, "Records a change-detection run reads, publishes and "
+            "commits (with the advanced watermark) at a time: its memory bound.", "int"),
+    Setting("HUB_CHANGE_RUN_SECONDS", 45, "Time budget of one change-detection run: it stops "
+            "after the batch that crosses it and the next run continues from the watermark "
+            "(at most half of `HUB_TASK_TIME_LIMIT`, whichever is less).", "int"),
     Setting("HUB_SYNC_MIN_INTERVAL", 30, "Shortest interval, seconds, an operator may give a "
             "sync.", "int"),
     Setting("HUB_SYNC_RUN_RETENTION_DAYS", 30, "Days the history of sync runs is kept.", "int"),
@@ -212,6 +223,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEMO_SEED", 42, "Seed of the demo systems' synthetic data.", "int"),
     Setting("DEMO_ADMINISTRATIONS", 20000, "Administration events the demo systems are seeded "
             "with by `make run` (the generator reaches 1,000,000 in under a minute).", "int"),
+    Setting("DEMO_LIVE_RECORDS_PER_MINUTE", 6, "New records each demo system adds per site and "
+            "minute while `make run` runs (doses charted, some late; containers received, "
+            "stocked, dispensed), so change detection has events to publish. 0: the seeded "
+            "world only.", "int"),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -256,6 +271,10 @@ class Settings:
     hub_sync_cache_warming: str
     hub_sync_nightly_counts: str
     hub_sync_retention_purge: str
+    hub_sync_administration_changes: str
+    hub_sync_movement_changes: str
+    hub_change_batch_size: int
+    hub_change_run_seconds: int
     hub_sync_min_interval: int
     hub_sync_run_retention_days: int
     hub_cache_warming_top: int
@@ -303,6 +322,7 @@ class Settings:
     demo_subscriber_port: int
     demo_seed: int
     demo_administrations: int
+    demo_live_records_per_minute: int
 
     def __repr__(self) -> str:
         # URLs carry passwords (the embedded Redis's always does): show them redacted.
@@ -454,6 +474,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"HUB_TOKEN_TTL must be between 60 and {MAX_TOKEN_TTL} seconds")
     if not 0 <= values["hub_client_state_seconds"] <= 60:
         raise SettingsError("HUB_CLIENT_STATE_SECONDS must be between 0 and 60 seconds")
+    if values["hub_change_batch_size"] < 1:
+        raise SettingsError("HUB_CHANGE_BATCH_SIZE must be at least 1")
+    if values["hub_change_run_seconds"] < 1:
+        raise SettingsError("HUB_CHANGE_RUN_SECONDS must be at least 1")
     if values["hub_max_active_jobs_per_client"] < 1:
         raise SettingsError("HUB_MAX_ACTIVE_JOBS_PER_CLIENT must be at least 1")
     _validate_cache_ttls(values["hub_cache_ttls"])

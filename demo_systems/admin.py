@@ -9,7 +9,7 @@ import hmac
 
 from flask import Blueprint, jsonify, request
 
-from demo_systems import ground_truth
+from demo_systems import ground_truth, live
 from demo_systems.faults import FaultPlanError, parse_fault_request
 from demo_systems.front_desk import error_response, front_desk
 from demo_systems.sites import site_by_slug_or_facility
@@ -96,3 +96,21 @@ def export_ground_truth():
         part = ground_truth.filter_by_site(part, site)
     return jsonify(system=desk.system.name, **part)
 
+
+
+@admin.post("/live/records")
+def add_live_records():
+    """Add ``count`` new records at ``site`` now, through the change feed, as the running
+    world would: ``{"site", "count"}`` → ``{"ids", "first_sequence", "head_sequence"}``."""
+    desk = front_desk()
+    body = request.get_json(silent=True) or {}
+    site = site_by_slug_or_facility(body.get("site")) if isinstance(body.get("site"), str) else None
+    count = body.get("count", 1)
+    errors = {}
+    if site is None or not site.has(desk.system.name):
+        errors["site"] = "unknown site"
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= live.MAX_RECORDS_PER_CALL:
+        errors["count"] = f"must be an integer between 1 and {live.MAX_RECORDS_PER_CALL}"
+    if errors:
+        return error_response(400, "bad_request", "invalid live records request", fields=errors)
+    return jsonify(site=site.slug, **live.record(desk, site, count))

@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from demo_systems import manifest
+from demo_systems import live, manifest
 from demo_systems.admin import admin
 from demo_systems.front_desk import DemoSystem, FrontDesk, error_response
 from demo_systems.keys import api_key
@@ -38,6 +38,7 @@ def create_demo_app(system: DemoSystem, data_dir: str | Path | None = None) -> F
         data_dir=data_dir,
         keys={site.slug: api_key(seed, system.name, site.slug) for site in sites_running(system.name)},
         admin_token=os.environ.get("DEMO_ADMIN_TOKEN", DEFAULT_ADMIN_TOKEN),
+        seed=seed,
     )
     app.extensions["demo_front_desk"] = desk
     app.url_value_preprocessor(lambda endpoint, values: desk.take_site(values))
@@ -47,6 +48,7 @@ def create_demo_app(system: DemoSystem, data_dir: str | Path | None = None) -> F
         app.register_blueprint(older_api)
     app.register_blueprint(admin)
     app.register_error_handler(HTTPException, _http_error)
+    live.start_from_environment(desk)
     return app
 
 

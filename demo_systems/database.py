@@ -72,3 +72,47 @@ class ReadOnlyDatabase:
     def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         """Run a query and return its first row, if any."""
         return self._connection().execute(sql, params).fetchone()
+
+
+class RecordingDatabase:
+    """The one read-write connection of a serving process, for the records the running world
+    adds (new administrations, new movements) and their change feed.
+
+    SQLite serializes writers, and so does the lock here: a change-feed sequence is handed out
+    inside the writing transaction, so sequences become visible in the order they were given
+    and a reader that saw sequence N has already seen everything below it.
+    """
+
+    def __init__(self, path: Path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; run `python -m demo_systems seed` first")
+        self.path = path
+        self._lock = threading.Lock()
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
+        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                           timeout=30)
+        self._connection.row_factory = sqlite3.Row
+
+    def prepare(self, script: str) -> None:
+        """Run idempotent DDL (``CREATE ... IF NOT EXISTS``) once at start: a world seeded
+        before the change feed existed gets its tables on first serve."""
+        with self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                run_statements(self._connection, script)
+                self._connection.execute("COMMIT")
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+
+    def write(self, work):
+        """Run ``work(connection)`` in one write transaction and return what it returns."""
+        with self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(self._connection)
+                self._connection.execute("COMMIT")
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            return result

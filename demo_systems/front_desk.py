@@ -39,6 +39,9 @@ class DemoSystem:
     open_store: Callable[[Path], Any]
     export_phi: Callable[[Any], dict]
     """The seeded patient identifiers and notes this system serves, for leak scanning."""
+    record_new: Callable[[Any, Site, int, int, int], dict]
+    """Add (store, site, count, now epoch, seed) new records as the running world makes them,
+    through the system's change feed; returns their ids and feed positions."""
     older_apis: tuple[Blueprint, ...] = ()
     """Older versions of the API still served beside the current one (behind the same desk)."""
 
@@ -52,6 +55,7 @@ class FrontDesk:
     data_dir: Path
     keys: dict[str, str]
     admin_token: str
+    seed: int = 0
     faults: FaultBoard = field(default_factory=FaultBoard)
     counter: RequestCounter = field(default_factory=RequestCounter)
 

@@ -183,6 +183,7 @@ def _process_environment(settings: Settings) -> dict[str, str]:
         "HUB_WEBHOOK_ALLOWED_NETWORKS": settings.hub_webhook_allowed_networks,
         "DEMO_DATA_DIR": str(demo_data_dir(settings)),
         "DEMO_ACCESS_LOG": "1" if settings.demo_access_log else "0",
+        "DEMO_LIVE_RECORDS_PER_MINUTE": str(settings.demo_live_records_per_minute),
         # Flower reads its basic auth from this variable (the value may come from a file).
         "FLOWER_BASIC_AUTH": settings.flower_basic_auth,
     })

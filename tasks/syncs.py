@@ -33,6 +33,18 @@ def submit_nightly_counts(self, schedule_id: str) -> dict:
     return _run(self, schedule_id)
 
 
+@celery_app.task(name="hub.io.read_administration_changes", bind=True)
+def read_administration_changes(self, schedule_id: str) -> dict:
+    """Publish a tenant's newly charted doses (System B) since the watermark."""
+    return _run(self, schedule_id)
+
+
+@celery_app.task(name="hub.io.read_movement_changes", bind=True)
+def read_movement_changes(self, schedule_id: str) -> dict:
+    """Publish a tenant's newly scanned container movements (System A) since the watermark."""
+    return _run(self, schedule_id)
+
+
 @celery_app.task(name="hub.maintenance.purge_expired_data", bind=True)
 def purge_expired_data(self, schedule_id: str) -> dict:
     """Hub-wide retention purge (the counts are the run's report)."""

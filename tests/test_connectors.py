@@ -1,12 +1,17 @@
 """Connectors: native records to canonical, invalid records skipped and counted without values."""
 
+import json
 import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pybreaker
 import pytest
 
 from app.canonical.schemas import AdministrationSchema, ContainerSchema
 from app.connectors import administration, inventory
 from app.connectors.base import ConnectionTarget, map_records, resource_url
+from app.connectors.resilience import CallPolicy
 from app.observability import metrics
 
 
@@ -115,3 +120,81 @@ def test_an_odd_container_id_is_one_percent_encoded_path_segment():
 def test_a_path_segment_that_would_move_up_or_vanish_is_refused(segment):
     with pytest.raises(ValueError):
         resource_url("http://inventory.test/api", "containers", segment)
+
+
+# --- change feeds ----------------------------------------------------------------------------
+
+class _FeedPage(BaseHTTPRequestHandler):
+    """Answers every GET with the server's ``page`` as JSON."""
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        body = json.dumps(self.server.page).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args):
+        pass
+
+
+@pytest.fixture
+def feed_server():
+    """A local HTTP server answering with whatever page a test sets (a system's native answer,
+    malformed on purpose where the real demo systems never are)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FeedPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def feed_target(server, product: str) -> ConnectionTarget:
+    return ConnectionTarget(tenant="north-general", product=product,
+                            base_url=f"http://127.0.0.1:{server.server_port}", credential="k",
+                            timezone="America/New_York", options={},
+                            breaker=pybreaker.CircuitBreaker(name=f"test-{product}"),
+                            policy=CallPolicy(connect_timeout=2, read_timeout=2, attempts=1,
+                                              breaker_failures=5, breaker_reset_seconds=1))
+
+
+def test_an_unmappable_administration_in_the_feed_is_skipped_and_the_watermark_moves_past_it(
+        feed_server):
+    feed_server.page = {"head_sequence": 9, "data": [
+        {**native_administration(), "sequence": 7, "recorded_at": "2026-12-02T10:00:00Z"},
+        {**native_administration(admin_id="NGH-A000000002", given_at="yesterday"),
+         "sequence": 8, "recorded_at": "2026-12-02T10:00:01Z"}]}
+
+    page = administration.administrations_changed_since(
+        feed_target(feed_server, "administration"), "6", 100)
+
+    assert [record["administration_id"] for record in page.records] == ["NGH-A000000001"]
+    assert (page.watermark, page.skipped, page.more) == ("8", 1, True)
+
+
+def test_a_movement_in_the_feed_becomes_the_container_with_its_movement(feed_server):
+    feed_server.page = {"headSequence": 3, "limit": 100, "items": [{
+        "movementId": "NGH-C00000001-S", "containerId": "NGH-C00000001", "barcode": "NGH000001",
+        "type": "stock", "at": "2026-12-02T05:00:00-05:00", "from": {"unit": "PHARMACY",
+                                                                    "cabinet": None},
+        "to": {"unit": "ICU-3", "cabinet": "ICU-3-CAB1"}, "container": native_container(),
+        "sequence": 3, "recordedAt": "2026-12-02T05:00:00-05:00"}]}
+
+    page = inventory.movements_changed_since(feed_target(feed_server, "inventory"), "2", 100)
+
+    [record] = page.records
+    assert record["container_id"] == "NGH-C00000001"
+    assert record["movement"] == {"movement_id": "NGH-C00000001-S", "type": "stocked",
+                                  "from_location": "PHARMACY", "to_location": "ICU-3-CAB1",
+                                  "at": "2026-12-02T10:00:00Z"}
+    assert (page.watermark, page.skipped, page.more) == ("3", 0, False)
+
+
+def test_an_empty_feed_page_keeps_the_watermark(feed_server):
+    feed_server.page = {"headSequence": 5, "limit": 100, "items": []}
+
+    page = inventory.movements_changed_since(feed_target(feed_server, "inventory"), "5", 100)
+
+    assert (page.records, page.watermark, page.more) == ([], "5", False)

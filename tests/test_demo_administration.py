@@ -13,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from demo_systems.administration import cursor as emar_cursor
+from tests.fixtures.demo import start_demo_system, stop_demo_system
+from tests.fixtures.processes import wait_until
 
 NORTH = "NGH"
 RIVER = "RVH"
@@ -267,3 +269,101 @@ def test_access_log_carries_paths_without_query_strings(demo_administration):
     log = demo_administration.log_text()
     assert "GET /emar/v1/facilities/NGH/administrations" in log
     assert "ward=ICU1" not in log and "page_size" not in log
+
+
+# --- change feed (the running world) -----------------------------------------------------------
+# On the live world's servers: adding records must not change what the session's eMAR serves.
+
+def changes(server, facility=NORTH, **params) -> dict:
+    response = server.get(facility, "/administrations/changes", **params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_change_feed_serves_newly_charted_doses_in_charting_order_after_a_sequence(
+        live_administration):
+    before = changes(live_administration, page_size=0)
+    assert before["data"] == []
+    added = live_administration.admin.add_live_records(NORTH, 25)
+    assert added["first_sequence"] == before["head_sequence"] + 1
+    assert added["head_sequence"] == before["head_sequence"] + 25
+
+    pages, after = [], before["head_sequence"]
+    while True:
+        page = changes(live_administration, after_sequence=after, page_size=7)
+        if not page["data"]:
+            break
+        pages.append(page["data"])
+        after = page["data"][-1]["sequence"]
+    records = [record for page in pages for record in page]
+
+    assert [record["admin_id"] for record in records] == added["ids"]
+    sequences = [record["sequence"] for record in records]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 25
+    assert all(len(page) <= 7 for page in pages)
+    assert page["head_sequence"] == added["head_sequence"]
+    # Native shape as the plain listing, plus where and when it was charted.
+    assert set(records[0]) == set(administrations(live_administration, page_size=1)["data"][0]) \
+        | {"sequence", "recorded_at"}
+
+
+def test_late_charted_doses_enter_the_feed_when_charted_not_when_given(live_administration):
+    added = live_administration.admin.add_live_records(RIVER, 60)
+    records = changes(live_administration, RIVER, after_sequence=added["first_sequence"] - 1,
+                      page_size=100)["data"]
+
+    lags = [dt.datetime.fromisoformat(record["recorded_at"])
+            - dt.datetime.fromisoformat(record["given_at"]) for record in records]
+    # Given up to six hours before they were charted, yet all after the watermark.
+    assert any(lag >= dt.timedelta(hours=1) for lag in lags)
+    assert all(lag >= dt.timedelta(0) for lag in lags)
+    # A watermark on given_at at the moment of charting would have missed the late ones.
+    charted_at = min(dt.datetime.fromisoformat(record["recorded_at"]) for record in records)
+    assert any(dt.datetime.fromisoformat(record["given_at"]) < charted_at - dt.timedelta(minutes=30)
+               for record in records)
+
+
+def test_the_feed_finds_its_position_by_charting_time_and_other_facilities_are_apart(
+        live_administration):
+    head = changes(live_administration, LAKESIDE, page_size=0)["head_sequence"]
+    moment = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=1)
+    added = live_administration.admin.add_live_records(LAKESIDE, 3)
+
+    page = changes(live_administration, LAKESIDE, recorded_since=moment.isoformat(), page_size=1)
+    assert page["data"][0]["sequence"] >= added["first_sequence"] > head
+    assert [record["admin_id"][:3] for record in changes(
+        live_administration, LAKESIDE, after_sequence=head)["data"]] == ["LSC"] * 3
+
+
+@pytest.mark.parametrize("params", [{"page_size": 1001}, {"page_size": -1},
+                                    {"after_sequence": "x"}, {"recorded_since": "today"},
+                                    {"since": "2026-11-15T00:00:00Z"}])
+def test_bad_change_feed_queries_are_400(demo_administration, params):
+    response = demo_administration.get(NORTH, "/administrations/changes", **params)
+    assert response.status_code == 400
+    assert response.json()["parameter"] in params
+
+
+def test_live_records_need_the_admin_token_and_a_known_site(live_administration):
+    response = requests.post(f"{live_administration.base_url}/_admin/live/records",
+                             json={"site": NORTH, "count": 1}, timeout=10)
+    assert response.status_code == 401
+    response = requests.post(f"{live_administration.base_url}/_admin/live/records",
+                             json={"site": "nowhere", "count": 0}, timeout=10,
+                             headers={"X-Admin-Token": live_administration.admin.token})
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) == {"site", "count"}
+
+
+def test_the_running_world_charts_new_doses_while_the_system_serves(live_demo_data_dir, tmp_path):
+    # 600 a minute: one dose every 0.1 s per facility (the local stack uses a few a minute).
+    server = start_demo_system("administration", live_demo_data_dir, tmp_path,
+                               live_records_per_minute=600)
+    try:
+        start = changes(server, LAKESIDE, page_size=0)["head_sequence"]
+        wait_until(lambda: changes(server, LAKESIDE, page_size=0)["head_sequence"] >= start + 3,
+                   timeout=30, description="new doses charted by the running world")
+        charted = changes(server, LAKESIDE, after_sequence=start)["data"]
+        assert all(record["admin_id"].startswith("LSC-A") for record in charted)
+    finally:
+        stop_demo_system(server)

@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from tests.fixtures.processes import wait_until
+
 NORTH = "north-general"
 RIVER = "river-valley"
 NO_FAULTS = {"latency_ms": 0, "error_rate": 0.0, "timeout_rate": 0.0, "timeout_seconds": 30.0, "down": False}
@@ -347,3 +349,70 @@ def test_the_legacy_stock_lists_the_containers_on_hand_with_lower_case_lots(demo
     assert [item["container_no"] for item in stock] == [item["containerId"] for item in current]
     assert [item["lot_no"] for item in stock] == [item["lotNumber"].lower() for item in current]
     assert {item["state"] for item in stock} <= {"stocked", "dispensed"}
+
+
+# --- change feed (the running world) -----------------------------------------------------------
+# On the live world's servers: adding records must not change what the session's inventory serves.
+
+def later_items(items: list[dict], added: dict) -> list[dict]:
+    return [item for item in items if item["movementId"] in set(added["ids"])]
+
+
+def movement_changes(server, site=NORTH, **params) -> dict:
+    response = server.get(site, "/movements/changes", **params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_change_feed_serves_new_movements_in_scanning_order_after_a_sequence(live_inventory):
+    head = movement_changes(live_inventory, limit=0)["headSequence"]
+    earlier = live_inventory.admin.add_live_records(NORTH, 6)
+    # A container moves at most once a second: the next containers move on a second later.
+    moment = time.time()
+    wait_until(lambda: time.time() >= moment + 1.1, timeout=5, description="the next second")
+    later = live_inventory.admin.add_live_records(NORTH, 6)
+    added = {"ids": earlier["ids"] + later["ids"], "head_sequence": later["head_sequence"]}
+
+    items, after = [], head
+    while True:
+        page = movement_changes(live_inventory, afterSequence=after, limit=5)
+        if not page["items"]:
+            break
+        items += page["items"]
+        after = page["items"][-1]["sequence"]
+
+    assert [item["movementId"] for item in items] == added["ids"]
+    assert page["headSequence"] == added["head_sequence"]
+    assert [item["sequence"] for item in items] == list(range(head + 1, head + 13))
+    # Containers move on through their chain: received, then stocked, then dispensed.
+    journeys: dict[str, list[str]] = {}
+    for item in items:
+        journeys.setdefault(item["containerId"], []).append(item["type"])
+        assert set(item) >= {"movementId", "containerId", "type", "at", "from", "to", "sequence",
+                             "recordedAt", "container"}
+        assert item["container"]["containerId"] == item["containerId"]
+    # (Containers received before this test may move on in it: a journey may start later on.)
+    chain = ["receive", "stock", "dispense"]
+    assert all(journey == chain[chain.index(journey[0]):][:len(journey)]
+               for journey in journeys.values())
+    assert "stock" in {item["type"] for item in later_items(items, later)}
+    # Each container's own history agrees with the feed.
+    for container, journey in journeys.items():
+        history = live_inventory.get(NORTH, f"/containers/{container}/movements").json()["items"]
+        assert [movement["type"] for movement in history][-len(journey):] == journey
+
+
+def test_the_running_world_leaves_the_seeded_containers_as_seeded(live_inventory):
+    seeded = containers(live_inventory, RIVER, status="received", limit=1)
+    live_inventory.admin.add_live_records(RIVER, 9)
+    assert containers(live_inventory, RIVER, barcode=seeded["items"][0]["barcode"])["items"] \
+        == seeded["items"]
+
+
+@pytest.mark.parametrize("params", [{"limit": 501}, {"afterSequence": -1},
+                                    {"recordedSince": "2026-11-15T00:00:00"},
+                                    {"since": "2026-11-15T00:00:00Z"}])
+def test_bad_change_feed_queries_are_400(demo_inventory, params):
+    response = demo_inventory.get(NORTH, "/movements/changes", **params)
+    assert response.status_code == 400
+    assert response.json()["parameter"] in params

@@ -47,8 +47,9 @@ def running_stack(tmp_path_factory):
     environment = {key: value for key, value in os.environ.items() if key not in {
         "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
         "HUB_SECRETS_DIR", "HUB_WEBHOOK_ALLOW_HTTP", "HUB_WEBHOOK_ALLOWED_NETWORKS"}}
+    # Change detection every 10 s (not 60): a test sees the running world's records read soon.
     environment.update(ports, HUB_DATA_DIR=data_dir, DEMO_ADMINISTRATIONS="2000",
-                       HUB_WORKER_IO_CONCURRENCY="2")
+                       HUB_WORKER_IO_CONCURRENCY="2", HUB_SYNC_ADMINISTRATION_CHANGES="10")
     process = subprocess.Popen([sys.executable, "-m", "devstack", "run"], cwd=PROJECT_ROOT,
                                env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -222,6 +223,29 @@ def test_stack_runs_the_smoke_pipeline_on_its_workers(running_stack):
 
     assert smoke.returncode == 0, smoke.stderr[-3000:]
     assert '"value": 42' in smoke.stdout
+
+
+def test_the_demo_systems_keep_recording_and_change_detection_reads_it(running_stack):
+    environment = {**os.environ, "HUB_DATA_DIR": running_stack["data_dir"],
+                   "HUB_EMBEDDED_REDIS_PORT": running_stack["HUB_EMBEDDED_REDIS_PORT"]}
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
+                 "HUB_SECRETS_DIR"):
+        environment.pop(name, None)
+    reports: list[dict] = []
+
+    def records_read() -> bool:
+        shown = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "hub", "syncs",
+                                "show", "administration_changes", "north-general"],
+                               cwd=PROJECT_ROOT, env=environment, capture_output=True,
+                               text=True, timeout=60)
+        runs = json.loads(shown.stdout)["recent_runs"]
+        reports[:] = [run["report"] for run in runs if run["outcome"] == "succeeded"]
+        return any(report["records_read"] for report in reports)
+
+    # The running world charts a dose every 10 s per site; the sync reads every 10 s.
+    wait_until(records_read, timeout=150, interval=3,
+               description="doses charted while the stack runs, read by change detection")
+    assert [report["feed_started"] for report in reports].count(True) == 1
 
 
 def test_stack_redis_requires_its_password_and_no_process_logs_it(running_stack):

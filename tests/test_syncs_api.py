@@ -147,7 +147,8 @@ def test_an_operator_lists_its_tenants_syncs_and_the_hub_wide_one_never_another_
     syncs = listed(api, tokens)
 
     assert set(syncs) == {("inventory_snapshot", TENANT), ("cache_warming", TENANT),
-                          ("nightly_counts", TENANT), ("retention_purge", None)}
+                          ("nightly_counts", TENANT), ("administration_changes", TENANT),
+                          ("movement_changes", TENANT), ("retention_purge", None)}
     for item in syncs.values():
         assert VIEW_KEYS <= set(item), item
         assert item["last_run"] is None and item["consecutive_failures"] == 0
@@ -180,8 +181,10 @@ def test_an_operator_lists_its_tenants_syncs_and_the_hub_wide_one_never_another_
 def test_a_tenant_without_the_inventory_system_has_no_inventory_snapshot(api, tokens):
     syncs = listed(api, tokens, "lakeside-clinic-operator")
 
+    # No inventory snapshot and no inventory change detection; the eMAR's syncs are there.
     assert set(syncs) == {("cache_warming", "lakeside-clinic"),
-                          ("nightly_counts", "lakeside-clinic"), ("retention_purge", None)}
+                          ("nightly_counts", "lakeside-clinic"),
+                          ("administration_changes", "lakeside-clinic"), ("retention_purge", None)}
 
 
 @pytest.mark.parametrize("method, path, body", [

@@ -136,6 +136,13 @@ class ContainerSchema(CanonicalSchema):
     status = fields.String(required=True)
 
 
+class ContainerMovedSchema(ContainerSchema):
+    """A container with one of its movements, as a change feed reports it
+    (``container.moved``): the container as it is when read, the movement as it happened."""
+
+    movement = fields.Nested(MovementSchema, required=True)
+
+
 class ContainerOriginSchema(ContainerSchema):
     """A container with its movement chain, oldest first: where it came from, and when."""
 

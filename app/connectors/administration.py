@@ -13,7 +13,13 @@ from datetime import datetime
 from app.canonical.schemas import AdministrationSchema
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
-from app.connectors.base import ConnectionOptionsSchema, ConnectionTarget, map_records, resource_url
+from app.connectors.base import (
+    ChangePage,
+    ConnectionOptionsSchema,
+    ConnectionTarget,
+    map_records,
+    resource_url,
+)
 from app.connectors.registry import Connector
 from app.connectors.resilience import get_json
 
@@ -91,6 +97,47 @@ def unit_codes(target: ConnectionTarget) -> list[str]:
                   for ward in answer.get("data", []))
 
 
+# --- change feed: GET /administrations/changes (after_sequence, recorded_since, page_size) ---
+# The native contract this connector relies on: every dose charted is appended to the
+# facility's feed under a ``sequence`` that only grows and is never reused, visible in sequence
+# order; a late-charted dose (given hours ago, charted now) gets a position now, so a watermark
+# on the feed misses nothing, where one on ``given_at`` would. ``head_sequence`` is the feed's
+# latest position. The hub's watermark is the last sequence it has published, as text.
+
+def _feed(target: ConnectionTarget, params: dict) -> dict:
+    return get_json(system=SYSTEM, url=resource_url(target.base_url, "administrations", "changes"),
+                    params=params, headers={"Authorization": f"ApiKey {target.credential}"},
+                    breaker=target.breaker, policy=target.policy)
+
+
+def administration_feed_head(target: ConnectionTarget) -> str:
+    """The watermark of "now": the feed's latest position (nothing before it is read)."""
+    return str(int(_feed(target, {"page_size": 0})["head_sequence"]))
+
+
+def administration_feed_position_at(target: ConnectionTarget, moment: datetime) -> str:
+    """The watermark from which reading returns every dose charted at or after ``moment``
+    (for a backfill)."""
+    answer = _feed(target, {"recorded_since": format_utc(moment), "page_size": 1})
+    data = answer.get("data") or []
+    return str(int(data[0]["sequence"]) - 1 if data else int(answer["head_sequence"]))
+
+
+def administrations_changed_since(target: ConnectionTarget, watermark: str, limit: int
+                                  ) -> ChangePage:
+    """The doses charted after ``watermark`` (at most ``limit``, in feed order) as canonical
+    administrations, PHI included (the publisher minimizes it), and the watermark after them."""
+    position = int(watermark)
+    answer = _feed(target, {"after_sequence": position, "page_size": min(limit, NATIVE_MAX_PAGE)})
+    data = answer.get("data") or []
+    records = map_records(data, lambda item: _administration(target, item), _schema,
+                          system=SYSTEM, resource="administration")
+    if data:
+        position = int(data[-1]["sequence"])
+    return ChangePage(records=records, watermark=str(position), skipped=len(data) - len(records),
+                      more=position < int(answer["head_sequence"]))
+
+
 def health(target: ConnectionTarget) -> None:
     """Raise unless the system answers its ward list (the cheapest authenticated read)."""
     unit_codes(target)
@@ -100,5 +147,8 @@ CONNECTOR = Connector(
     name="emar-rest", product="administration", title="Medication administration (eMAR)",
     transport="http-pull", options_schema=ConnectionOptionsSchema,
     capabilities={"administrations_page": administrations_page,
-                  "iter_administrations": iter_administrations, "unit_codes": unit_codes},
+                  "iter_administrations": iter_administrations, "unit_codes": unit_codes,
+                  "administration_feed_head": administration_feed_head,
+                  "administration_feed_position_at": administration_feed_position_at,
+                  "administrations_changed_since": administrations_changed_since},
     events=("administration.recorded",), health=health)

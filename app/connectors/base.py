@@ -86,6 +86,22 @@ class ConnectionTarget:
         return None
 
 
+@dataclass(frozen=True)
+class ChangePage:
+    """One page of a system's change feed, mapped to canonical.
+
+    ``watermark`` is where the next read continues (opaque to the hub: only the connector
+    knows what it means natively); it moves past records that could not be mapped too
+    (``skipped``), so one bad record cannot hold a feed up. ``more`` says the feed already
+    holds records past it.
+    """
+
+    records: list[dict]
+    watermark: str
+    skipped: int
+    more: bool
+
+
 def resource_url(base_url: str, *segments: str) -> str:
     """Return the URL of a resource under a system's ``base_url``: each segment is
     percent-encoded whole (``/``, ``#``, ``?``, ``%`` included), so an id is always one path

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from app.canonical.ndc import normalize_ndc
 from app.canonical.schemas import (
+    ContainerMovedSchema,
     ContainerOriginSchema,
     ContainerSchema,
     LocationCatalogueEntrySchema,
@@ -19,6 +20,7 @@ from app.canonical.schemas import (
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
 from app.connectors.base import (
+    ChangePage,
     ConnectionOptionsSchema,
     ConnectionTarget,
     checked,
@@ -35,6 +37,7 @@ _container_schema = ContainerSchema()
 _origin_schema = ContainerOriginSchema()
 _movement_schema = MovementSchema()
 _catalogue_entry_schema = LocationCatalogueEntrySchema()
+_container_moved_schema = ContainerMovedSchema()
 
 
 def _get(target: ConnectionTarget, path: tuple[str, ...], params: dict | None = None) -> dict:
@@ -243,6 +246,49 @@ def iter_movement_pages(target: ConnectionTarget, since: datetime | None
     return skipped
 
 
+# --- change feed: GET /movements/changes (afterSequence, recordedSince, limit) ----------------
+# The native contract this connector relies on: every movement scanned is appended to the
+# site's feed under a ``sequence`` that only grows and is never reused, visible in sequence
+# order (the system serializes its writers); a page is the movements after ``afterSequence`` in
+# that order, and ``headSequence`` is the feed's latest position. The hub's watermark is the
+# last sequence it has published, as text.
+
+def _feed(target: ConnectionTarget, params: dict) -> dict:
+    return _get(target, ("movements", "changes"), params)
+
+
+def movement_feed_head(target: ConnectionTarget) -> str:
+    """The watermark of "now": the feed's latest position (nothing before it is read)."""
+    return str(int(_feed(target, {"limit": 0})["headSequence"]))
+
+
+def movement_feed_position_at(target: ConnectionTarget, moment: datetime) -> str:
+    """The watermark from which reading returns every movement scanned at or after
+    ``moment`` (for a backfill)."""
+    answer = _feed(target, {"recordedSince": format_utc(moment), "limit": 1})
+    items = answer.get("items") or []
+    return str(int(items[0]["sequence"]) - 1 if items else int(answer["headSequence"]))
+
+
+def _moved_container(target: ConnectionTarget, native: dict) -> dict:
+    return {**_container(target, native["container"]), "movement": _movement(target, native)}
+
+
+def movements_changed_since(target: ConnectionTarget, watermark: str, limit: int) -> ChangePage:
+    """The movements scanned after ``watermark`` (at most ``limit``, in feed order) as
+    canonical ``container.moved`` records (the container with the ``movement``), and the
+    watermark after them."""
+    position = int(watermark)
+    answer = _feed(target, {"afterSequence": position, "limit": min(limit, NATIVE_PAGE_LIMIT)})
+    items = answer.get("items") or []
+    records = map_records(items, lambda item: _moved_container(target, item),
+                          _container_moved_schema, system=SYSTEM, resource="movement")
+    if items:
+        position = int(items[-1]["sequence"])
+    return ChangePage(records=records, watermark=str(position), skipped=len(items) - len(records),
+                      more=position < int(answer["headSequence"]))
+
+
 def health(target: ConnectionTarget) -> None:
     """Raise unless the system answers its location catalogue (the cheapest authenticated read)."""
     unit_codes(target)
@@ -255,5 +301,8 @@ CONNECTOR = Connector(
                   "dispensed_barcodes": dispensed_barcodes, "unit_codes": unit_codes,
                   "location_catalogue": location_catalogue,
                   "iter_container_pages": iter_container_pages,
-                  "iter_movement_pages": iter_movement_pages},
+                  "iter_movement_pages": iter_movement_pages,
+                  "movement_feed_head": movement_feed_head,
+                  "movement_feed_position_at": movement_feed_position_at,
+                  "movements_changed_since": movements_changed_since},
     events=("container.moved",), health=health)

@@ -60,6 +60,17 @@ CAPABILITIES = {
     "location_catalogue": "(target) -> canonical location catalogue entries",
     "iter_container_pages": "(target) -> generator of canonical container pages",
     "iter_movement_pages": "(target, since) -> generator of (container id, movement) pages",
+    # Change feeds (app.syncs.changes): a watermark is the connector's own opaque text.
+    "administration_feed_head": "(target) -> watermark of the administrations feed now",
+    "administration_feed_position_at": "(target, moment) -> watermark before what was charted "
+                                       "at or after moment",
+    "administrations_changed_since": "(target, watermark, limit) -> ChangePage of canonical "
+                                     "administrations",
+    "movement_feed_head": "(target) -> watermark of the movements feed now",
+    "movement_feed_position_at": "(target, moment) -> watermark before what moved at or after "
+                                 "moment",
+    "movements_changed_since": "(target, watermark, limit) -> ChangePage of canonical "
+                               "container movements (container with its movement)",
 }
 
 

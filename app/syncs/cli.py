@@ -35,14 +35,14 @@ def list_syncs(tenant_slug: str | None) -> None:
                       tenant_id=tenant_id):
         last = view["last_run"] or {}
         click.echo(
-            f"{view['sync']:20} {view['tenant'] or 'hub':18} "
+            f"{view['sync']:22} {view['tenant'] or 'hub':18} "
             f"{view['schedule']['spec'] + ('*' if view['schedule']['customized'] else ''):14} "
             f"{view['status']:10} last {last.get('outcome', '-'):9} "
             f"{last.get('started_at') or '-':27} {last.get('duration_seconds') or 0:8.2f}s  "
             f"next {view['next_due_at'] or '-':27} failures {view['consecutive_failures']} "
             f"skipped {view['skipped_runs']}")
         if last.get("error"):
-            click.echo(f"{'':40}error: {last['error']}")
+            click.echo(f"{'':42}error: {last['error']}")
     click.echo("(* an operator's schedule; the rest follow the HUB_SYNC_* defaults)")
 
 
@@ -117,3 +117,33 @@ def apply_syncs() -> None:
     hub = resources()
     click.echo(json.dumps(apply_schedules(db_session=hub.database.session,
                                           settings=hub.settings)))
+
+
+@syncs_cli.command("backfill-changes")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("feed", type=click.Choice(["administrations", "movements"]))
+@click.option("--since", help="Publish again everything the system recorded at or after this "
+              "time (ISO 8601 with a UTC offset, e.g. 2026-12-01T00:00:00Z). Without it the "
+              "feed starts over from now.")
+def backfill_changes(tenant_slug: str, feed: str, since: str | None) -> None:
+    """Move a tenant's change-feed watermark: back to a time (a backfill), or to now."""
+    from datetime import datetime
+
+    from app.syncs.changes import FEEDS, start_from
+
+    moment = None
+    if since:
+        try:
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter("not an ISO 8601 time", param_hint="--since") from None
+        if moment.tzinfo is None:
+            raise click.BadParameter("needs a UTC offset (Z or +hh:mm)", param_hint="--since")
+    hub = resources()
+    try:
+        position = start_from(db_session=hub.database.session, settings=hub.settings,
+                              tenant=tenant_by_slug(tenant_slug), feed=FEEDS[feed], since=moment)
+    except Problem as problem:
+        raise click.ClickException(problem.detail) from None
+    click.echo(f"{feed} of {tenant_slug}: the next run publishes from feed position "
+               f"{position} on ({'recorded since ' + since if since else 'from now'})")

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 import redis
 from sqlalchemy.orm import Session
 
+from app.events import service as events
 from app.lookups.warming import warm_cache
 from app.maintenance.service import purge_expired
 from app.settings import Settings
 from app.snapshots.service import sync_inventory_snapshot
+from app.syncs.changes import FEEDS, read_changes
 from app.syncs.nightly import submit_previous_day_counts
 from app.tenants.models import Tenant
 
@@ -32,6 +34,10 @@ class SyncKind:
     default_setting: str
     description: str
     run: Callable[..., dict]
+    # Report fields whose non-zero count makes a run worth an INFO log line; empty: any count.
+    # A change sync that read records nobody subscribes to is routine, and a stack idling with
+    # its demo systems recording would otherwise log it every minute for every tenant.
+    notable: tuple[str, ...] = ()
 
 
 def _inventory_snapshot(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
@@ -60,6 +66,17 @@ def _retention_purge(*, db_session: Session, redis_client: redis.Redis, settings
                          ).as_report()
 
 
+def _changes(feed_name: str) -> Callable[..., dict]:
+    def run(*, db_session: Session, redis_client: redis.Redis, settings: Settings,
+            tenant: Tenant | None) -> dict:
+        return read_changes(db_session=db_session, settings=settings, tenant=tenant,
+                            feed=FEEDS[feed_name], publish=events.publish,
+                            after_commit=events.notify_published)
+    return run
+
+
+CHANGE_NOTABLE = ("events_published", "records_skipped", "budget_reached")
+
 SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
     SyncKind("inventory_snapshot", "hub.io.sync_inventory_snapshot", False, "inventory",
              "hub_sync_inventory_snapshot",
@@ -75,6 +92,16 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
              "The previous local day's administration counts per unit and medication, "
              "submitted as an administration_counts job (see /v1/jobs).",
              _nightly_counts),
+    SyncKind("administration_changes", "hub.io.read_administration_changes", False,
+             "administration", "hub_sync_administration_changes",
+             "Change detection on System B: doses charted since the stored watermark (late "
+             "charting included), each published as an administration.recorded event.",
+             _changes("administrations"), notable=CHANGE_NOTABLE),
+    SyncKind("movement_changes", "hub.io.read_movement_changes", False, "inventory",
+             "hub_sync_movement_changes",
+             "Change detection on System A: container movements scanned since the stored "
+             "watermark, each published as a container.moved event.",
+             _changes("movements"), notable=CHANGE_NOTABLE),
     SyncKind("retention_purge", "hub.maintenance.purge_expired_data", True, None,
              "hub_sync_retention_purge",
              "Hub-wide: removes expired job results, idempotency keys, unit partials, "
@@ -92,4 +119,5 @@ REPORT_FIELDS = frozenset({
     "day", "job_id", "submitted", "job_status",
     "started_at", "job_results", "idempotency_keys", "unit_partials", "snapshot_movements",
     "sync_runs", "audit_events", "events",
+    "records_read", "events_published", "batches", "feed_started", "budget_reached",
 })

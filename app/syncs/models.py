@@ -56,3 +56,25 @@ class SyncRun(Base):
     # A PHI-free sentence (never a downstream payload or exception text).
     error: Mapped[str | None] = mapped_column(Text)
     task_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ChangeWatermark(Base):
+    """How far the hub has published one tenant's change feed of one system.
+
+    ``position`` is the connector's watermark, opaque to the hub (for the demo systems the last
+    published feed sequence). It is written in the same transaction as the events published
+    from the records before it, so it never runs ahead of them nor lags behind them. Its own
+    table rather than a column of ``sync_schedules``: a schedule says when to read, a watermark
+    where the feed is; operators change and reset schedules, and a watermark must survive that.
+    """
+
+    __tablename__ = "change_watermarks"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    product: Mapped[str] = mapped_column(String(32), primary_key=True)
+    feed: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[str] = mapped_column(String(200))
+    # When the hub started reading this feed (its first run: nothing older is published).
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -270,8 +270,10 @@ def _run_locked(db_session: Session, redis_client: redis.Redis, settings: Settin
     db_session.commit()
     # A run that found nothing to do (every count 0: cache warming with no hot lookups) is
     # routine: an idle stack would log it every minute for every tenant.
-    did_nothing = outcome == "succeeded" and not any(
-        value for value in (report or {}).values() if isinstance(value, int | float))
+    counted = {field: value for field, value in (report or {}).items()
+               if isinstance(value, int | float)
+               and (not sync.kind.notable or field in sync.kind.notable)}
+    did_nothing = outcome == "succeeded" and not any(counted.values())
     log = logger.warning if outcome != "succeeded" else logger.debug if did_nothing \
         else logger.info
     log("sync run %s", outcome, extra={"sync": sync.kind.name, "schedule_id": str(schedule_id),

@@ -8,7 +8,7 @@ from flask import Flask, Request
 from demo_systems.administration import store
 from demo_systems.administration.views import api
 from demo_systems.app_factory import create_demo_app
-from demo_systems.database import ReadOnlyDatabase
+from demo_systems.database import ReadOnlyDatabase, RecordingDatabase
 from demo_systems.front_desk import DemoSystem
 from demo_systems.sites import ADMINISTRATION, site_by_facility
 
@@ -19,7 +19,7 @@ def _presented_key(request: Request) -> str | None:
 
 
 def _open_store(path: Path) -> store.AdministrationStore:
-    return store.AdministrationStore(ReadOnlyDatabase(path))
+    return store.AdministrationStore(ReadOnlyDatabase(path), RecordingDatabase(path))
 
 
 ADMINISTRATION_SYSTEM = DemoSystem(
@@ -31,6 +31,8 @@ ADMINISTRATION_SYSTEM = DemoSystem(
     presented_key=_presented_key,
     open_store=_open_store,
     export_phi=store.AdministrationStore.phi,
+    record_new=lambda store, site, count, now, seed: store.chart_new(
+        site.facility, count=count, now=now, seed=seed),
 )
 
 

@@ -5,12 +5,13 @@ The native wire shape — snake_case, NDC-11 without dashes, ``ICU3`` ward codes
 """
 from __future__ import annotations
 
+import random
 import sqlite3
 import time
 from dataclasses import dataclass
 
-from demo_systems.database import ReadOnlyDatabase, insert_rows, run_statements
-from demo_systems.formulary import Drug
+from demo_systems.database import ReadOnlyDatabase, RecordingDatabase, insert_rows, run_statements
+from demo_systems.formulary import FORMULARY, Drug
 from demo_systems.sites import ADMINISTRATION, Site
 from demo_systems.world import ADMINISTRATION_COLUMNS, PATIENT_COLUMNS, Batch, Patient
 
@@ -30,6 +31,23 @@ CREATE TABLE administrations (id INTEGER PRIMARY KEY, facility TEXT NOT NULL, wa
                               nurse_id TEXT NOT NULL, note TEXT, container_barcode TEXT);
 """
 
+# The change feed: one row per administration charted while the system runs, in charting
+# order. ``sequence`` is the feed position (AUTOINCREMENT: never reused, only grows);
+# ``recorded_epoch`` is when the nurse charted it, which may be hours after ``given_epoch`` (a
+# late-charted dose). The seeded world predates the feed. Its index serves "this facility's
+# feed after N" and "where does the feed reach time T", whatever the size of the record.
+CHANGE_FEED = """
+CREATE TABLE IF NOT EXISTS charting_log (sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                                         facility TEXT NOT NULL,
+                                         administration_id INTEGER NOT NULL,
+                                         recorded_epoch INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS charting_log_by_facility ON charting_log (facility, sequence);
+CREATE INDEX IF NOT EXISTS charting_log_by_time ON charting_log (facility, recorded_epoch)
+"""
+
+LATE_CHARTING_RATE = 0.15
+"""Share of newly charted doses charted one to six hours after they were given."""
+
 # An index on (facility) is ordered by (facility, id), so the plain cursor walk needs no sort.
 # The others serve the hub's time-window queries ("ward ICU3 yesterday", "drug X today"); their
 # matches are few enough that sorting them by id costs less than scanning in id order.
@@ -47,6 +65,7 @@ def create_schema(connection: sqlite3.Connection, sites: tuple[Site, ...],
                   formulary: tuple[Drug, ...], patients: list[Patient]) -> None:
     """Create the tables and load facilities, wards, medications and patients."""
     run_statements(connection, SCHEMA)
+    run_statements(connection, CHANGE_FEED)
     served = [site for site in sites if site.has(ADMINISTRATION)]
     insert_rows(connection, "facilities", ("facility", "site", "name", "timezone"),
                 [(s.facility, s.slug, s.name, s.timezone) for s in served])
@@ -80,10 +99,14 @@ class AdministrationFilter:
 
 
 class AdministrationStore:
-    """Read access to the eMAR database, answering in the native wire shape."""
+    """Access to the eMAR database, answering in the native wire shape; doses charted while
+    the system runs go through ``recorder`` and its change feed."""
 
-    def __init__(self, database: ReadOnlyDatabase):
+    def __init__(self, database: ReadOnlyDatabase, recorder: RecordingDatabase | None = None):
         self.database = database
+        self.recorder = recorder
+        if recorder is not None:
+            recorder.prepare(CHANGE_FEED)
         self.medications = {row["ndc11"]: row for row in database.all("SELECT * FROM medications")}
         self.facilities = {row["facility"]: row for row in database.all("SELECT * FROM facilities")}
 
@@ -117,6 +140,69 @@ class AdministrationStore:
         rows = rows[:page_size]
         return [self._administration(row) for row in rows], (rows[-1]["id"] if more else None)
 
+    def changes(self, facility: str, *, after_sequence: int, recorded_since: float | None,
+                page_size: int) -> tuple[list[dict], int]:
+        """Up to ``page_size`` administrations charted after feed position ``after_sequence``
+        (and at or after ``recorded_since``), in feed order, each with its ``sequence`` and
+        ``recorded_at``; and the feed's head (its latest position, 0 when empty)."""
+        head = self.database.one("SELECT coalesce(max(sequence), 0) FROM charting_log"
+                                 " WHERE facility = ?", (facility,))[0]
+        if page_size == 0:
+            return [], head
+        clauses, params = ["l.facility = ?", "l.sequence > ?"], [facility, after_sequence]
+        if recorded_since is not None:
+            clauses.append("l.recorded_epoch >= ?")
+            params.append(recorded_since)
+        rows = self.database.all(
+            "SELECT l.sequence, l.recorded_epoch, a.*, p.mrn, p.full_name, p.birth_date"
+            " FROM charting_log l JOIN administrations a ON a.id = l.administration_id"
+            " JOIN patients p ON p.id = a.patient_id"
+            f" WHERE {' AND '.join(clauses)} ORDER BY l.sequence LIMIT ?", [*params, page_size])
+        return [{**self._administration(row), "sequence": row["sequence"],
+                 "recorded_at": _utc(row["recorded_epoch"])} for row in rows], head
+
+    def chart_new(self, facility: str, *, count: int, now: int, seed: int) -> dict:
+        """Chart ``count`` new doses at ``facility`` as of ``now`` (epoch seconds): random
+        wards, patients, drugs and nurses, some charted late. Deterministic for a seed and a
+        feed position. Returns the new administration ids and feed positions."""
+        def chart(connection: sqlite3.Connection) -> dict:
+            head = connection.execute("SELECT coalesce(max(sequence), 0) FROM charting_log"
+                                      " WHERE facility = ?", (facility,)).fetchone()[0]
+            rand = random.Random(f"{seed}/live/{ADMINISTRATION}/{facility}/{head}").random
+            wards = [row[0] for row in connection.execute(
+                "SELECT ward FROM wards WHERE facility = ? ORDER BY rowid", (facility,))]
+            patients = connection.execute("SELECT id, full_name FROM patients"
+                                          " WHERE facility = ? ORDER BY id", (facility,)).fetchall()
+            next_id = connection.execute("SELECT coalesce(max(id), 0) FROM administrations"
+                                         ).fetchone()[0] + 1
+            ids, sequences = [], []
+            for number in range(count):
+                administration_id = next_id + number
+                patient = patients[int(rand() * len(patients))]
+                drug = FORMULARY[int(rand() * len(FORMULARY))]
+                late = rand() < LATE_CHARTING_RATE
+                given = now - (3600 + int(rand() * 5 * 3600) if late else int(rand() * 600))
+                roll = rand()
+                # Some notes name the patient, as the seeded ones do: PHI the hub must drop.
+                note = None if roll < 0.6 else "Given as ordered." if roll < 0.85 else \
+                    f"{patient['full_name']} tolerated the dose well."
+                connection.execute(
+                    f"INSERT INTO administrations ({', '.join(ADMINISTRATION_COLUMNS)})"
+                    f" VALUES ({', '.join('?' for _ in ADMINISTRATION_COLUMNS)})",
+                    (administration_id, facility, wards[int(rand() * len(wards))], patient["id"],
+                     drug.ndc11, drug.doses[int(rand() * len(drug.doses))],
+                     drug.routes[int(rand() * len(drug.routes))], given,
+                     f"RN{10_000 + int(rand() * 90_000):05d}", note,
+                     f"33{administration_id:010d}"))
+                sequences.append(connection.execute(
+                    "INSERT INTO charting_log (facility, administration_id, recorded_epoch)"
+                    " VALUES (?, ?, ?)", (facility, administration_id, now)).lastrowid)
+                ids.append(f"{facility}-A{administration_id:09d}")
+            return {"ids": ids, "first_sequence": sequences[0] if sequences else None,
+                    "head_sequence": sequences[-1] if sequences else head}
+
+        return self.recorder.write(chart)
+
     def phi(self) -> dict:
         """Every seeded patient identifier and nurse note, as they appear on the wire."""
         patients = [{"full_name": row["full_name"], "mrn": row["mrn"], "birth_date": row["birth_date"]}
@@ -134,9 +220,13 @@ class AdministrationStore:
             "med": {"ndc11": row["ndc11"], "description": medication["description"]},
             "dose": {"qty": row["dose_qty"], "uom": medication["uom"]},
             "route": row["route"],
-            "given_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["given_epoch"])),
+            "given_at": _utc(row["given_epoch"]),
             "nurse_id": row["nurse_id"],
             "note": row["note"],
             "container_barcode": row["container_barcode"],
             "ward": row["ward"],
         }
+
+
+def _utc(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

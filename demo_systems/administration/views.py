@@ -46,3 +46,23 @@ def administrations():
     page, continue_after = front_desk().store.administrations(
         g.site.facility, where, after_id=after_id, page_size=page_size)
     return jsonify(data=page, next_cursor=cursor.encode(continue_after) if continue_after else None)
+
+
+@api.get("/administrations/changes")
+def administration_changes():
+    """The facility's change feed: administrations in the order they were charted.
+
+    Each record carries its feed position ``sequence`` (only grows, never reused) and its
+    charting time ``recorded_at``, which may be hours after ``given_at``. Read after
+    ``after_sequence`` (exclusive; default 0), optionally only what was charted at or after
+    ``recorded_since``; continue with the last record's ``sequence``. ``head_sequence`` is the
+    feed's latest position (``page_size=0`` asks for it alone).
+    """
+    params.refuse_unknown(request.args, ("after_sequence", "recorded_since", "page_size"))
+    page_size = params.integer(request.args, "page_size", default=DEFAULT_PAGE_SIZE, minimum=0,
+                               maximum=MAX_PAGE_SIZE)
+    after_sequence = params.integer(request.args, "after_sequence", default=0, minimum=0)
+    page, head = front_desk().store.changes(
+        g.site.facility, after_sequence=after_sequence,
+        recorded_since=params.timestamp(request.args, "recorded_since"), page_size=page_size)
+    return jsonify(data=page, head_sequence=head)

@@ -6,7 +6,7 @@ from pathlib import Path
 from flask import Flask, Request
 
 from demo_systems.app_factory import create_demo_app
-from demo_systems.database import ReadOnlyDatabase
+from demo_systems.database import ReadOnlyDatabase, RecordingDatabase
 from demo_systems.front_desk import DemoSystem
 from demo_systems.inventory import store
 from demo_systems.inventory.legacy import legacy_api
@@ -19,7 +19,7 @@ def _presented_key(request: Request) -> str | None:
 
 
 def _open_store(path: Path) -> store.InventoryStore:
-    return store.InventoryStore(ReadOnlyDatabase(path))
+    return store.InventoryStore(ReadOnlyDatabase(path), RecordingDatabase(path))
 
 
 def _export_phi(_store: store.InventoryStore) -> dict:
@@ -36,6 +36,8 @@ INVENTORY_SYSTEM = DemoSystem(
     presented_key=_presented_key,
     open_store=_open_store,
     export_phi=_export_phi,
+    record_new=lambda store, site, count, now, seed: store.move_new(
+        site.slug, count=count, now=now, seed=seed),
     older_apis=(legacy_api,),
 )
 

@@ -7,15 +7,16 @@ UTC offset — is produced here on the way out, and only here.
 from __future__ import annotations
 
 import datetime as dt
+import random
 import re
 import sqlite3
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from demo_systems.database import ReadOnlyDatabase, insert_rows, run_statements
-from demo_systems.formulary import Drug
-from demo_systems.sites import INVENTORY, PHARMACY, Site
-from demo_systems.world import CONTAINER_COLUMNS, Batch
+from demo_systems.database import ReadOnlyDatabase, RecordingDatabase, insert_rows, run_statements
+from demo_systems.formulary import FORMULARY, Drug
+from demo_systems.sites import INVENTORY, PHARMACY, Site, site_by_slug
+from demo_systems.world import CONTAINER_COLUMNS, DISPENSED, RECEIVED, STOCKED, Batch
 
 FILE_NAME = "inventory.db"
 
@@ -33,6 +34,19 @@ CREATE TABLE containers (id INTEGER PRIMARY KEY, site TEXT NOT NULL, barcode TEX
                          unit TEXT NOT NULL, cabinet TEXT, status TEXT NOT NULL,
                          received_epoch INTEGER NOT NULL, stocked_epoch INTEGER,
                          dispensed_epoch INTEGER);
+"""
+
+# The change feed: one row per movement scanned while the system runs, in scanning order.
+# ``sequence`` is the feed position (AUTOINCREMENT: never reused, only grows). The seeded world
+# predates the feed. Its indexes serve "this site's feed after N", "where does the feed reach
+# time T", and finding the running world's own containers to move on.
+CHANGE_FEED = """
+CREATE TABLE IF NOT EXISTS movement_log (sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                                         site TEXT NOT NULL, container_id INTEGER NOT NULL,
+                                         kind TEXT NOT NULL, recorded_epoch INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS movement_log_by_site ON movement_log (site, sequence);
+CREATE INDEX IF NOT EXISTS movement_log_by_time ON movement_log (site, recorded_epoch);
+CREATE INDEX IF NOT EXISTS movement_log_by_kind ON movement_log (site, kind, container_id)
 """
 
 # Built after the bulk load: one sorted build per index beats maintaining them row by row.
@@ -62,6 +76,7 @@ def create_schema(connection: sqlite3.Connection, sites: tuple[Site, ...],
                   formulary: tuple[Drug, ...]) -> None:
     """Create the tables and load the location catalogue and drug list."""
     run_statements(connection, SCHEMA)
+    run_statements(connection, CHANGE_FEED)
     served = [site for site in sites if site.has(INVENTORY)]
     insert_rows(connection, "facilities", ("site", "facility", "name", "timezone"),
                 [(s.slug, s.facility, s.name, s.timezone) for s in served])
@@ -110,10 +125,14 @@ _CONTAINER_ID = re.compile(r"^([A-Z]{3})-C(\d{8,12})$")
 
 
 class InventoryStore:
-    """Read access to the inventory database, answering in the native wire shape."""
+    """Access to the inventory database, answering in the native wire shape; movements
+    scanned while the system runs go through ``recorder`` and its change feed."""
 
-    def __init__(self, database: ReadOnlyDatabase):
+    def __init__(self, database: ReadOnlyDatabase, recorder: RecordingDatabase | None = None):
         self.database = database
+        self.recorder = recorder
+        if recorder is not None:
+            recorder.prepare(CHANGE_FEED)
         self.drugs = {row["ndc10"]: row for row in database.all("SELECT * FROM drugs")}
         self.facilities = {row["site"]: row for row in database.all("SELECT * FROM facilities")}
         self.zones = {site: ZoneInfo(row["timezone"]) for site, row in self.facilities.items()}
@@ -197,6 +216,98 @@ class InventoryStore:
             [value for _, values in parts for value in values] + [limit, offset])
         containers = self._containers_by_id({row["id"] for row in page})
         return total, [self._movement(containers[row["id"]], row["kind"], row["at_epoch"]) for row in page]
+
+    def changes(self, site: str, *, after_sequence: int, recorded_since: float | None,
+                limit: int) -> tuple[int, list[dict]]:
+        """The feed's head (latest position, 0 when empty) and up to ``limit`` movements scanned
+        after feed position ``after_sequence`` (and at or after ``recorded_since``), in feed
+        order, each with its ``sequence``, ``recordedAt`` and the moved ``container`` as it is
+        now."""
+        head = self.database.one("SELECT coalesce(max(sequence), 0) FROM movement_log"
+                                 " WHERE site = ?", (site,))[0]
+        if limit == 0:
+            return head, []
+        clauses, params = ["site = ?", "sequence > ?"], [site, after_sequence]
+        if recorded_since is not None:
+            clauses.append("recorded_epoch >= ?")
+            params.append(recorded_since)
+        rows = self.database.all(
+            f"SELECT * FROM movement_log WHERE {' AND '.join(clauses)} ORDER BY sequence LIMIT ?",
+            [*params, limit])
+        containers = self._containers_by_id({row["container_id"] for row in rows})
+        zone = self.zones[site]
+        items = []
+        for row in rows:
+            container = containers[row["container_id"]]
+            movement = self._movement(container, row["kind"], container[_STEPS[row["kind"]][0]])
+            items.append({**movement, "container": self._container(container),
+                          "sequence": row["sequence"],
+                          "recordedAt": dt.datetime.fromtimestamp(row["recorded_epoch"], zone).isoformat()})
+        return head, items
+
+    def move_new(self, site: str, *, count: int, now: int, seed: int) -> dict:
+        """Scan ``count`` new movements at ``site`` as of ``now`` (epoch seconds): in turn a new
+        container received in the pharmacy, one received earlier stocked in a unit's cabinet,
+        one stocked earlier dispensed to its unit. Deterministic for a seed and a feed position.
+        Returns the new movement ids and feed positions."""
+        units = site_by_slug(site).units
+
+        def move(connection: sqlite3.Connection) -> dict:
+            head = connection.execute("SELECT coalesce(max(sequence), 0) FROM movement_log"
+                                      " WHERE site = ?", (site,)).fetchone()[0]
+            rand = random.Random(f"{seed}/live/{INVENTORY}/{site}/{head}").random
+            ids, sequences = [], []
+            for number in range(count):
+                kind = MOVEMENT_TYPES[(head + number) % 3]
+                container_id = None
+                if kind != "receive":
+                    container_id = self._running_world_container(
+                        connection, site, RECEIVED if kind == "stock" else STOCKED, before=now)
+                if container_id is None:
+                    kind, container_id = "receive", self._receive(connection, site, rand, now)
+                elif kind == "stock":
+                    unit = units[int(rand() * len(units))]
+                    connection.execute(
+                        "UPDATE containers SET unit = ?, cabinet = ?, status = ?, stocked_epoch = ?"
+                        " WHERE id = ?", (unit.code, unit.cabinets[int(rand() * len(unit.cabinets))],
+                                          STOCKED, now, container_id))
+                else:
+                    connection.execute("UPDATE containers SET status = ?, dispensed_epoch = ?"
+                                       " WHERE id = ?", (DISPENSED, now, container_id))
+                sequences.append(connection.execute(
+                    "INSERT INTO movement_log (site, container_id, kind, recorded_epoch)"
+                    " VALUES (?, ?, ?, ?)", (site, container_id, kind, now)).lastrowid)
+                facility = self.facilities[site]["facility"]
+                ids.append(f"{facility}-C{container_id:08d}-{_STEP_LETTERS[kind]}")
+            return {"ids": ids, "first_sequence": sequences[0] if sequences else None,
+                    "head_sequence": sequences[-1] if sequences else head}
+
+        return self.recorder.write(move)
+
+    @staticmethod
+    def _running_world_container(connection: sqlite3.Connection, site: str, status: str, *,
+                                 before: int) -> int | None:
+        # Only containers the running world received move on: the seeded world stays as seeded.
+        # A container moves at most once a second: a movement is one thing that happened to one
+        # container at one time.
+        row = connection.execute(
+            "SELECT c.id FROM movement_log l JOIN containers c ON c.id = l.container_id"
+            " WHERE l.site = ? AND l.kind = 'receive' AND c.status = ?"
+            " AND coalesce(c.stocked_epoch, c.received_epoch) < ? ORDER BY l.container_id"
+            " LIMIT 1", (site, status, before)).fetchone()
+        return row[0] if row else None
+
+    def _receive(self, connection: sqlite3.Connection, site: str, rand, now: int) -> int:
+        container_id = connection.execute("SELECT coalesce(max(id), 0) + 1 FROM containers").fetchone()[0]
+        drug = FORMULARY[int(rand() * len(FORMULARY))]
+        expires = dt.date.fromtimestamp(now) + dt.timedelta(days=30 + int(rand() * 690))
+        connection.execute(
+            f"INSERT INTO containers ({', '.join(CONTAINER_COLUMNS)})"
+            f" VALUES ({', '.join('?' for _ in CONTAINER_COLUMNS)})",
+            (container_id, site, f"30{container_id:010d}", drug.ndc10,
+             f"L{10_000 + int(rand() * 90_000)}", expires.isoformat(), PHARMACY, None, RECEIVED,
+             now, None, None))
+        return container_id
 
     # --- native shape ---
 

@@ -78,3 +78,22 @@ def movements():
     )
     total, items = front_desk().store.movements(g.site.slug, where, offset=offset, limit=limit)
     return jsonify(total=total, offset=offset, limit=limit, items=items)
+
+
+@api.get("/movements/changes")
+def movement_changes():
+    """The site's change feed: movements in the order they were scanned.
+
+    Each movement carries its feed position ``sequence`` (only grows, never reused) and when
+    it was scanned, ``recordedAt``. Read after ``afterSequence`` (exclusive; default 0),
+    optionally only what was scanned at or after ``recordedSince``; continue with the last
+    item's ``sequence``. ``headSequence`` is the feed's latest position (``limit=0`` asks for it
+    alone).
+    """
+    params.refuse_unknown(request.args, ("afterSequence", "recordedSince", "limit"))
+    limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=0, maximum=MAX_LIMIT)
+    after_sequence = params.integer(request.args, "afterSequence", default=0, minimum=0)
+    head, items = front_desk().store.changes(
+        g.site.slug, after_sequence=after_sequence,
+        recorded_since=params.timestamp(request.args, "recordedSince"), limit=limit)
+    return jsonify(headSequence=head, limit=limit, items=items)

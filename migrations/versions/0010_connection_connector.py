@@ -4,7 +4,7 @@ Existing connections keep the hub's own connector of their product (left NULL: t
 built-in connector answers); a plug-in's connector is named explicitly.
 
 Revision ID: 0010_connection_connector
-Revises: 0008_parallel_runs
+Revises: 0009_change_watermarks
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010_connection_connector"
-down_revision: str | Sequence[str] | None = "0008_parallel_runs"
+down_revision: str | Sequence[str] | None = "0009_change_watermarks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
