@@ -1,7 +1,7 @@
 """Change watermarks: how far each tenant's change feed of each system has been published.
 
 Revision ID: 0009_change_watermarks
-Revises: 0007_events_webhooks (0005 before step6-webhooks was merged in)
+Revises: 0008_parallel_runs
 """
 
 from collections.abc import Sequence
