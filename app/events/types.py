@@ -38,7 +38,7 @@ EVENT_TYPES: dict[str, EventType] = {kind.name: kind for kind in (
               description="A dose was charted in the eMAR (System B, or an HL7 RAS^O17)."),
     EventType("dispense.recorded", "dispense", "dispenses:read", ("dispense_id",), ("unit",),
               description="The pharmacy dispensed a medication (HL7 RDS^O13)."),
-    EventType("order.placed", "order", "orders:read", ("order_id",), ("unit",),
+    EventType("order.placed", "medication_order", "orders:read", ("order_number",), ("unit",),
               description="A medication order reached the pharmacy (HL7 RDE^O11)."),
     EventType("container.moved", "container_movement", "inventory:read", ("container_id",),
               ("location", "unit"),

@@ -23,6 +23,7 @@ from app.canonical.times import format_utc, to_utc
 from app.connectors import pharmacy as connector
 from app.database import utcnow
 from app.entitlements.service import tenant_owns_product
+from app.events.service import notify_published, publish
 from app.hl7.messages import Header, Inbound, Refusal, acknowledgement, read_message, refusal_acknowledgement
 from app.observability import metrics
 from app.pharmacy.models import (
@@ -351,12 +352,15 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
         return refuse(refusal, connection.tenant_id)
     minimized = minimize(resource, "store", record,
                          pseudonymizer=_pseudonymizer(settings, connection.tenant_id))
-    del record  # the PHI-bearing record goes no further than this function
-
+    occurred_at = record[TIME_FIELD_OF[resource]]
     try:
         _store(db_session=db_session, tenant_id=connection.tenant_id, inbound=inbound,
                transport=transport, receipt=receipt, resource=resource, minimized=minimized,
                order_number=order_number)
+        # The event commits with the message or not at all (publish minimizes it itself).
+        event = publish(db_session=db_session, settings=settings,
+                        tenant_id=connection.tenant_id, event_type=EVENT_OF[resource],
+                        product=PRODUCT, resource=record, occurred_at=occurred_at)
         db_session.commit()
     except IntegrityError:
         # The same control id committed by another connection or process just now.
@@ -378,6 +382,9 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
         logger.exception("could not store an hl7 message", extra=_loggable(header))
         return _answer(transport=transport, header=header, ack_code="AE", error_code="207",
                        ack=refusal_acknowledgement(_internal_error(inbound)))
+    finally:
+        del record  # the PHI-bearing record goes no further than this function
+    notify_published([event])
     return _answer(transport=transport, header=header, ack_code="AA",
                    ack=acknowledgement(ack_code="AA", source=inbound.message))
 
@@ -393,6 +400,12 @@ def _internal_error(inbound: Inbound) -> Refusal:
 class _AlreadyAccepted(Exception):
     """Another process accepted this control id between our read and our write."""
 
+
+# The canonical event each stored record is published as (docs/events.md), and its time.
+EVENT_OF = {connector.ORDER: "order.placed", connector.DISPENSE: "dispense.recorded",
+            connector.ADMINISTRATION: "administration.recorded"}
+TIME_FIELD_OF = {connector.ORDER: "ordered_at", connector.DISPENSE: "dispensed_at",
+                 connector.ADMINISTRATION: "administered_at"}
 
 _RECORD_TABLES = {connector.ORDER: PharmacyOrder, connector.DISPENSE: PharmacyDispense,
                   connector.ADMINISTRATION: PharmacyAdministration}
@@ -448,16 +461,3 @@ def _store(*, db_session: Session, tenant_id: uuid.UUID, inbound: Inbound, trans
                                    **_columns(resource, minimized, order_number))
     db_session.add(row)
     db_session.flush()
-    records_stored(db_session=db_session, tenant_id=tenant_id, resource=resource,
-                   record=minimized)
-
-
-def records_stored(*, db_session: Session, tenant_id: uuid.UUID, resource: str,
-                   record: dict) -> None:
-    """Called inside the storing transaction with each canonical record just stored
-    (minimized: pseudonyms only), before the commit and before the ``AA``.
-
-    Events are published here at merge: ``order.placed``, ``dispense.recorded`` and
-    ``administration.recorded`` (:data:`app.connectors.pharmacy.EVENTS`, by ``resource``:
-    ``medication_order``, ``dispense``, ``administration``). Whatever is written here commits
-    or rolls back with the message."""

@@ -193,27 +193,11 @@ _ADMINISTRATION_FOR_EVENT_STORE: dict[str, Action] = {
     "note": Drop(),
 }
 
+# The pharmacy's records (app.connectors.pharmacy: MedicationOrderSchema, DispenseSchema) as
+# events keep them: the patient as a pseudonym, nothing else of PID.
 _DISPENSE_FOR_EVENT_STORE: dict[str, Action] = {
     "dispense_id": Keep(),
-    "order_id": Keep(),
-    "unit": Keep(),
-    "medication.ndc11": Keep(),
-    "medication.name": Keep(),
-    "medication.strength": Keep(),
-    "quantity": Keep(),
-    "dose.quantity": Keep(),
-    "dose.unit": Keep(),
-    "dispensed_at": Keep(),
-    "container_barcode": Keep(),
-    "pharmacist_id": Pseudonymize("staff", as_="pharmacist_ref"),
-    "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
-    "patient.birth_date": Drop(),
-    "patient.name": Drop(),
-    "note": Drop(),
-}
-
-_ORDER_FOR_EVENT_STORE: dict[str, Action] = {
-    "order_id": Keep(),
+    "order_number": Keep(),
     "unit": Keep(),
     "medication.ndc11": Keep(),
     "medication.name": Keep(),
@@ -221,14 +205,22 @@ _ORDER_FOR_EVENT_STORE: dict[str, Action] = {
     "dose.quantity": Keep(),
     "dose.unit": Keep(),
     "route": Keep(),
-    "frequency": Keep(),
-    "status": Keep(),
-    "ordered_at": Keep(),
-    "prescriber_id": Pseudonymize("staff", as_="prescriber_ref"),
+    "dispensed_at": Keep(),
+    "container_barcode": Keep(),
     "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
-    "patient.birth_date": Drop(),
-    "patient.name": Drop(),
-    "note": Drop(),
+}
+
+_ORDER_FOR_EVENT_STORE: dict[str, Action] = {
+    "order_number": Keep(),
+    "unit": Keep(),
+    "medication.ndc11": Keep(),
+    "medication.name": Keep(),
+    "medication.strength": Keep(),
+    "dose.quantity": Keep(),
+    "dose.unit": Keep(),
+    "route": Keep(),
+    "ordered_at": Keep(),
+    "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
 }
 
 _CONTAINER_MOVEMENT_FOR_EVENT_STORE: dict[str, Action] = {
@@ -260,7 +252,7 @@ def _as_stored(rules: dict[str, Action]) -> dict[str, Action]:
 _EVENT_STORE_POLICIES: dict[str, dict[str, Action]] = {
     "administration": _ADMINISTRATION_FOR_EVENT_STORE,
     "dispense": _DISPENSE_FOR_EVENT_STORE,
-    "order": _ORDER_FOR_EVENT_STORE,
+    "medication_order": _ORDER_FOR_EVENT_STORE,
     "container_movement": _CONTAINER_MOVEMENT_FOR_EVENT_STORE,
 }
 
@@ -270,7 +262,7 @@ _EVENT_STORE_POLICIES: dict[str, dict[str, Action]] = {
 _EVENT_READERS: dict[str, tuple[str, ...]] = {
     "administration": ("inventory", "operator", "pharmacy"),
     "dispense": ("administration", "inventory", "operator"),
-    "order": ("administration", "inventory", "operator"),
+    "medication_order": ("administration", "inventory", "operator"),
     "container_movement": (*_CONTAINER_READERS, "pharmacy"),
 }
 
