@@ -19,6 +19,7 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+from standardwebhooks import Webhook
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -30,12 +31,21 @@ from app.connectors.registry import (
     registered,
 )
 from app.entitlements.service import forget_entitlements, grant_entitlement
-from app.tenants.service import ensure_connection, get_active_connection, get_product
+from app.tenants.service import (
+    ensure_connection,
+    get_active_connection,
+    get_product,
+    get_tenant_by_slug,
+)
 from tests.fixtures.cli import hub_cli
 from tests.fixtures.factories import client_row, tenant_row
 from tests.fixtures.phi import leaks_in
 from tests.fixtures.problems import assert_problem
+from tests.fixtures.processes import wait_until
 from tests.fixtures.tenants import client_token
+from tests.fixtures.webhooks import EventTenant, subscribe
+
+pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "example_emar"
 EXAMPLE_KEY = "example-emar-key-4711"
@@ -58,6 +68,8 @@ class ExampleEmar:
 
     def __init__(self):
         self.calls: list[str] = []
+        # The system's change feed: (sequence, record) of every dose charted while it runs.
+        self.charted: list[tuple[int, dict]] = []
         self._server = make_server("127.0.0.1", 0, self._answer, threaded=True)
         self.base_url = f"http://127.0.0.1:{self._server.server_port}/api"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -70,6 +82,11 @@ class ExampleEmar:
             return Response("{}", status=401, content_type="application/json")
         if request.path == "/api/wards":
             body = {"wards": ["4 WEST", "ICU 3"]}
+        elif request.path == "/api/changes":
+            after, size = int(request.args["after"]), int(request.args["size"])
+            entries = [{"seq": seq, "record": record} for seq, record in self.charted
+                       if seq > after][:size]
+            body = {"entries": entries, "head": len(self.charted)}
         elif request.path == "/api/records":
             ward = request.args.get("ward")
             body = {"records": [r for r in self.records if ward in (None, r["wardName"])],
@@ -77,6 +94,10 @@ class ExampleEmar:
         else:
             return Response("{}", status=404, content_type="application/json")
         return Response(json.dumps(body), content_type="application/json")
+
+    def chart(self, record: dict) -> None:
+        """Chart a new dose: it joins the change feed."""
+        self.charted.append((len(self.charted) + 1, record))
 
     def __enter__(self):
         self._thread.start()
@@ -172,6 +193,44 @@ def test_lookup_flows_through_the_plugin_canonical_and_minimized(api, plugin_ten
     assert leaks_in(response.get_data(as_text=True),
                     {PATIENT_NAME, PATIENT_MRN, PATIENT_DOB}) == []
     assert example_emar.calls[calls_before:] == ["/api/records"]
+
+
+def test_an_event_flows_through_the_plugin_to_a_subscriber_minimized(
+        api, hub_app, plugin_tenant, example_emar, webhook_receiver, celery_worker):
+    slug, _headers = plugin_tenant
+    hub = hub_app.extensions["hub"]
+    with hub_app.app_context():
+        tenant = get_tenant_by_slug(db_session=hub.database.session, slug=slug)
+        tenant_id = tenant.id
+    _client, events_headers = EventTenant(hub_app, tenant_id, slug).client(
+        scopes=("events:subscribe", "administrations:read"), product="inventory")
+    subscription = subscribe(api, events_headers, webhook_receiver.url)
+    first_run = _read_changes(hub_app, slug)  # starts the feed at "now": nothing old is sent
+    example_emar.chart({**ExampleEmar.records[0], "recordId": "EX-NEW-1"})
+
+    second_run = _read_changes(hub_app, slug)
+
+    assert (first_run["feed_started"], second_run["events_published"]) == (True, 1)
+    wait_until(lambda: webhook_receiver.count() == 1, timeout=60, description="the delivery")
+    (received,) = webhook_receiver.received()
+    payload = Webhook(subscription["secret"]).verify(received.body, received.headers)
+    resource = payload["data"]["resource"]
+    assert payload["type"] == "administration.recorded"
+    assert (resource["administration_id"], resource["unit"]) == ("EX-NEW-1", "MEDSURG-4")
+    assert resource["patient"]["ref"].startswith("pt_")
+    assert leaks_in(received.body.decode(), {PATIENT_NAME, PATIENT_MRN, PATIENT_DOB}) == []
+
+
+def _read_changes(hub_app, slug: str) -> dict:
+    """One run of the tenant's administration change sync, as beat would start it."""
+    from app.syncs.kinds import SYNC_KINDS
+
+    hub = hub_app.extensions["hub"]
+    with hub_app.app_context():
+        session = hub.database.session
+        return SYNC_KINDS["administration_changes"].run(
+            db_session=session, redis_client=hub.redis, settings=hub.settings,
+            tenant=get_tenant_by_slug(db_session=session, slug=slug))
 
 
 def test_connection_options_are_checked_against_the_plugins_schema(hub_app, installed_plugin):

@@ -18,6 +18,7 @@ from app.canonical.schemas import AdministrationSchema
 from app.canonical.times import format_utc, to_utc
 from app.canonical.units import canonical_unit
 from app.connectors.base import (
+    ChangePage,
     ConnectionOptionsSchema,
     ConnectionTarget,
     map_records,
@@ -97,6 +98,29 @@ def unit_codes(target: ConnectionTarget) -> list[str]:
     return sorted(canonical_unit(name, target.unit_codes) for name in answer.get("wards", []))
 
 
+def administration_feed_head(target: ConnectionTarget) -> str:
+    """The position of the system's change feed now."""
+    return str(_get(target, "changes", params={"after": 0, "size": 0})["head"])
+
+
+def administration_feed_position_at(target: ConnectionTarget, moment: datetime) -> str:
+    """This system cannot look up a position by time: a backfill starts at its beginning."""
+    return "0"
+
+
+def administrations_changed_since(target: ConnectionTarget, watermark: str, limit: int
+                                  ) -> ChangePage:
+    """The doses charted after ``watermark`` (the feed's ``seq``), as canonical records."""
+    answer = _get(target, "changes", params={"after": watermark, "size": min(limit, 200)})
+    entries = answer.get("entries", [])
+    records = map_records([entry["record"] for entry in entries],
+                          lambda item: _administration(target, item), _schema, system=NAME,
+                          resource="administration")
+    position = str(entries[-1]["seq"]) if entries else watermark
+    return ChangePage(records=records, watermark=position,
+                      skipped=len(entries) - len(records), more=int(position) < answer["head"])
+
+
 def health(target: ConnectionTarget) -> None:
     """Raise unless the system answers its ward list."""
     unit_codes(target)
@@ -106,5 +130,8 @@ CONNECTOR = Connector(
     name=NAME, product="administration", title="Example eMAR", transport="http-pull",
     options_schema=ExampleEmarOptionsSchema,
     capabilities={"administrations_page": administrations_page,
-                  "iter_administrations": iter_administrations, "unit_codes": unit_codes},
+                  "iter_administrations": iter_administrations, "unit_codes": unit_codes,
+                  "administration_feed_head": administration_feed_head,
+                  "administration_feed_position_at": administration_feed_position_at,
+                  "administrations_changed_since": administrations_changed_since},
     events=("administration.recorded",), health=health)
