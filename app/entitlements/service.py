@@ -36,6 +36,7 @@ RESOURCES = {
     "administrations": ResourceAccess(product="administration", scope="administrations:read"),
     "container_origin": ResourceAccess(product="inventory", scope="inventory:read"),
     "inventory": ResourceAccess(product="inventory", scope="inventory:read"),
+    "dispenses": ResourceAccess(product="pharmacy", scope="dispenses:read"),
 }
 
 # Entitlements change rarely and are read on every request: each process remembers an answer

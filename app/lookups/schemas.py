@@ -105,3 +105,41 @@ class ContainerOriginOutSchema(ContainerOutSchema):
 class InventoryPageSchema(Schema):
     items = fields.List(fields.Nested(ContainerOutSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class DispenseQuerySchema(AdministrationQuerySchema):
+    """Filters of the dispenses lookup: unit, medication and a window of dispense times."""
+
+    since = UtcDateTimeField(metadata={"description": "Dispensed at or after (with UTC offset).",
+                                       "example": "2026-11-06T00:00:00Z"})
+    until = UtcDateTimeField(metadata={"description": "Dispensed before (with UTC offset).",
+                                       "example": "2026-11-20T00:00:00Z"})
+
+
+class DoseOutSchema(Schema):
+    quantity = fields.Float(metadata={"example": 2})
+    unit = fields.String(metadata={"example": "mg"})
+
+
+class DispensePatientOutSchema(Schema):
+    ref = fields.String(metadata={"description": "Tenant-scoped pseudonym of the patient.",
+                                  "example": "pt_3f9c2a71d0e84b55"})
+
+
+class DispenseOutSchema(Schema):
+    """What the pharmacy dispensed, as a consumer sees it: the patient only as a pseudonym."""
+
+    dispense_id = fields.String(metadata={"example": "NGH-D00000042"})
+    order_number = fields.String(metadata={"example": "RX0042"})
+    unit = fields.String(metadata={"example": "ICU-3"})
+    medication = fields.Nested(MedicationOutSchema)
+    dose = fields.Nested(DoseOutSchema)
+    route = fields.String(allow_none=True, metadata={"example": "IV"})
+    dispensed_at = fields.String(metadata={"example": "2026-11-18T13:15:00Z"})
+    container_barcode = fields.String(allow_none=True)
+    patient = fields.Nested(DispensePatientOutSchema)
+
+
+class DispensePageSchema(Schema):
+    items = fields.List(fields.Nested(DispenseOutSchema))
+    next_cursor = fields.String(allow_none=True)

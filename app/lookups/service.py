@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.principal import Principal
 from app.cache import service as cache
+from app.canonical.times import to_utc
 from app.connectors.base import MAPPING_ERRORS, ConnectionTarget
 from app.connectors.credentials import CredentialUnavailable
 from app.connectors.registry import UnsupportedCapability
@@ -30,6 +31,7 @@ from app.lookups import hot
 from app.observability import metrics
 from app.paging import CursorKind, decode_cursor, encode_cursor, integer, text
 from app.parallel_runs import service as parallel_runs
+from app.pharmacy import service as pharmacy
 from app.phi.policy import RecordShapeError, minimize, minimize_many, require_policy
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
 from app.problems import Problem
@@ -43,7 +45,7 @@ class LookupAnswer:
     the snapshot was taken)."""
 
     payload: dict
-    cache_status: str
+    cache_status: str | None  # None: not a cached kind of answer (the hub's own store)
     target_system: str
     synced_at: datetime | None = None
 
@@ -52,6 +54,10 @@ class LookupAnswer:
 # is (NDC-10 spelling index, offset), with at most three spellings per NDC-11.
 ADMINISTRATIONS_CURSOR = CursorKind("administrations", {"n": text(r"^[\x21-\x7e]{1,512}$")})
 INVENTORY_CURSOR = CursorKind("inventory", {"s": integer(0, 2), "o": integer(0, 10**9)})
+# A dispenses position is the last row's (dispense time, row id) in the hub's own store.
+DISPENSES_CURSOR = CursorKind("dispenses", {
+    "t": text(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?\+00:00$"),
+    "i": text(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")})
 
 Snapshot = Callable[[], tuple[dict, datetime] | None]
 """Reads the canonical answer and its snapshot time from the hub's snapshot, or None."""
@@ -243,3 +249,32 @@ def inventory_on_hand(*, db_session: Session, redis_client: redis.Redis, setting
             params={"unit": unit, "ndc11": ndc11, "page_size": page_size},
             consumer=principal.consumer, answer={"items": answer.payload["items"]})
     return answer
+
+
+def list_dispenses(*, db_session: Session, settings: Settings, principal: Principal,
+                   unit: str | None, ndc11: str | None, since: datetime | None,
+                   until: datetime | None, cursor: str | None, page_size: int) -> LookupAnswer:
+    """Return a page of what the tenant's pharmacy dispensed, minimized for the caller.
+
+    System C pushes its messages to the hub (HL7 v2), so the answer comes from the hub's own
+    store of them (app.pharmacy), not from a downstream call: there is nothing to cache and
+    no system to be unavailable. The entitlement gate and the PHI policy apply as to every
+    lookup."""
+    access = authorize_read(db_session=db_session, tenant_id=principal.tenant_id,
+                            scopes=principal.scopes, resource_type="dispenses")
+    require_policy("stored_dispense", principal.consumer)
+    binding = {"key": settings.hub_secret_key, "tenant_id": principal.tenant_id,
+               "query": {"unit": unit, "ndc11": ndc11, "since": since, "until": until}}
+    after = None
+    if cursor:
+        position = decode_cursor(DISPENSES_CURSOR, cursor, **binding)
+        after = (to_utc(position["t"]), uuid.UUID(position["i"]))
+    records, next_position = pharmacy.dispenses_page(
+        db_session=db_session, tenant_id=uuid.UUID(principal.tenant_id), unit=unit,
+        ndc11=ndc11, since=since, until=until, after=after, page_size=page_size)
+    next_cursor = encode_cursor(DISPENSES_CURSOR, {"t": to_utc(next_position[0]).isoformat(),
+                                                   "i": str(next_position[1])}, **binding) \
+        if next_position else None
+    items = minimize_many("stored_dispense", principal.consumer, records,
+                          pseudonymizer=_pseudonymizer(settings, principal))
+    return LookupAnswer({"items": items, "next_cursor": next_cursor}, None, access.product)

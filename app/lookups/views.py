@@ -20,6 +20,8 @@ from app.lookups.schemas import (
     AdministrationQuerySchema,
     ContainerOriginOutSchema,
     ContainerPathSchema,
+    DispensePageSchema,
+    DispenseQuerySchema,
     InventoryPageSchema,
     InventoryQuerySchema,
 )
@@ -78,7 +80,8 @@ def _answer(answer: service.LookupAnswer, body, content_type: str = "application
     g.audit_target_system = answer.target_system
     response = jsonify(body)
     response.headers["Content-Type"] = content_type
-    response.headers["X-Cache"] = answer.cache_status
+    if answer.cache_status is not None:
+        response.headers["X-Cache"] = answer.cache_status
     if answer.synced_at is not None:
         response.headers["X-Hub-Synced-At"] = format_utc(answer.synced_at)
     response.headers["Vary"] = "Accept, Authorization"
@@ -165,4 +168,26 @@ def inventory_on_hand(query: dict):
             answer.payload["items"], tenant=current_principal().tenant, self_url=request.url,
             next_url=_next_url("lookups.inventory_on_hand", answer.payload["next_cursor"]))
         return _answer(answer, bundle, fhir.FHIR_JSON)
+    return _answer(answer, answer.payload)
+
+
+@blp.get("/dispenses")
+@blp.audits("dispenses")
+@requires_scopes("dispenses:read")
+@blp.arguments(DispenseQuerySchema, location="query")
+@blp.response(200, DispensePageSchema, description="A page of dispenses, oldest first.")
+@blp.alt_response(403, description=_ERRORS[403])
+def list_dispenses(query: dict):
+    """What the tenant's pharmacy system (System C) dispensed to its units.
+
+    The pharmacy pushes its HL7 v2 messages to the hub (MLLP or `POST /v1/hl7`), so this
+    answers from the hub's own store of them: no `X-Cache`, never stale. Filter by unit,
+    medication and a window of dispense times; follow `next_cursor` for the next page.
+    Patients appear only as tenant-scoped pseudonyms.
+    """
+    hub = resources()
+    answer = service.list_dispenses(
+        db_session=hub.database.session, settings=hub.settings, principal=current_principal(),
+        unit=query.get("unit"), ndc11=query.get("medication"), since=query.get("since"),
+        until=query.get("until"), cursor=query.get("cursor"), page_size=query["page_size"])
     return _answer(answer, answer.payload)

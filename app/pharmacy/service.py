@@ -96,6 +96,36 @@ def dispense_record(row: PharmacyDispense) -> dict:
     }
 
 
+def dispenses_page(*, db_session: Session, tenant_id: uuid.UUID, unit: str | None,
+                   ndc11: str | None, since: datetime | None, until: datetime | None,
+                   after: tuple[datetime, uuid.UUID] | None, page_size: int
+                   ) -> tuple[list[dict], tuple[datetime, uuid.UUID] | None]:
+    """Return a page of the tenant's stored dispenses, oldest first (canonical, pseudonymized:
+    :func:`dispense_record`), and the position after its last one (None on the last page).
+    The position is (dispense time, row id): a keyset, so a page costs the same however deep."""
+    conditions = [PharmacyDispense.tenant_id == tenant_id]
+    if unit is not None:
+        conditions.append(PharmacyDispense.unit == unit)
+    if ndc11 is not None:
+        conditions.append(PharmacyDispense.ndc11 == ndc11)
+    if since is not None:
+        conditions.append(PharmacyDispense.dispensed_at >= to_utc(since))
+    if until is not None:
+        conditions.append(PharmacyDispense.dispensed_at < to_utc(until))
+    if after is not None:
+        at, row_id = to_utc(after[0]), after[1]
+        conditions.append((PharmacyDispense.dispensed_at > at)
+                          | ((PharmacyDispense.dispensed_at == at)
+                             & (PharmacyDispense.id > row_id)))
+    rows = list(db_session.scalars(
+        select(PharmacyDispense).where(*conditions)
+        .order_by(PharmacyDispense.dispensed_at, PharmacyDispense.id).limit(page_size + 1)))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    position = (to_utc(rows[-1].dispensed_at), rows[-1].id) if more else None
+    return [dispense_record(row) for row in rows], position
+
+
 def iter_dispenses(*, db_session: Session, tenant_id: uuid.UUID, unit: str | None,
                    since: datetime, until: datetime) -> Iterator[dict]:
     """Yield the tenant's dispenses in ``[since, until)``, oldest first, as canonical

@@ -284,6 +284,10 @@ POLICIES: dict[tuple[str, str], dict[str, Action]] = {
     **{("medication_order", consumer): _MEDICATION_ORDER_FIELDS
        for consumer in _CONTAINER_READERS},
     **{("dispense", consumer): _DISPENSE_FIELDS for consumer in _CONTAINER_READERS},
+    # The dispenses lookup reads the hub's own store, already minimized at rest ("store"
+    # above): each reader gets what the store keeps, the patient as the tenant pseudonym.
+    **{("stored_dispense", consumer): _as_stored(_DISPENSE_FIELDS)
+       for consumer in _CONTAINER_READERS},
 }
 """(resource type, consumer) → {canonical path: action}. Compiled at import; edit here, not at run time."""
 
