@@ -48,13 +48,21 @@ celery_app.conf.imports = ("tasks.smoke", "tasks.audit", "tasks.jobs", "tasks.sy
                           "tasks.events")
 
 
+# Tasks that run once per event, delivery or sampled lookup: their outcome is recorded in the
+# hub's own tables (delivery history, parallel-run counts), so Celery's line on each success
+# would be one log line per HL7 message or webhook on a busy day.
+PER_RECORD_TASKS = frozenset({"hub.io.fan_out_event", "hub.io.deliver_webhook",
+                              "hub.io.compare_parallel_run"})
+
+
 def routine_tasks() -> frozenset[str]:
-    """The tasks beat sends on a schedule: Celery's line on each success is not news (their
-    failures and retries still are, and the hub logs what they did when they did something)."""
+    """The tasks beat sends on a schedule, and the per-record tasks: Celery's line on each
+    success is not news (their failures and retries still are, and the hub logs or records
+    what they did)."""
     from app.syncs.kinds import SYNC_KINDS
 
     return frozenset({entry["task"] for entry in celery_app.conf.beat_schedule.values()}
-                     | {kind.task for kind in SYNC_KINDS.values()})
+                     | {kind.task for kind in SYNC_KINDS.values()} | PER_RECORD_TASKS)
 
 
 @setup_logging.connect

@@ -11,6 +11,7 @@ import pytest
 from app.canonical.schemas import AdministrationSchema, ContainerSchema
 from app.connectors import administration, inventory
 from app.connectors.base import ConnectionTarget, map_records, resource_url
+from app.connectors.registry import default_connector
 from app.connectors.resilience import CallPolicy
 from app.observability import metrics
 
@@ -153,6 +154,7 @@ def feed_server():
 
 def feed_target(server, product: str) -> ConnectionTarget:
     return ConnectionTarget(tenant="north-general", product=product,
+                            connector=default_connector(product),
                             base_url=f"http://127.0.0.1:{server.server_port}", credential="k",
                             timezone="America/New_York", options={},
                             breaker=pybreaker.CircuitBreaker(name=f"test-{product}"),
