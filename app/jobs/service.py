@@ -37,7 +37,7 @@ from app.jobs import dispatch
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.jobs.results import MERGERS
 from app.jobs.schemas import PARAMS_SCHEMAS
-from app.jobs.work import count_unit_administrations, reconcile_unit
+from app.jobs.work import count_unit_administrations, reconcile_unit, reconcile_unit_dispensing
 from app.phi.boundary import assert_phi_free
 from app.problems import Problem
 from app.settings import Settings
@@ -46,9 +46,11 @@ from app.tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
-# Which products each job type reads: the tenant must own every one of them.
+# Which products each job type reads: the tenant must own every one of them. The first is the
+# one whose unit catalogue a submission's units are checked against.
 JOB_PRODUCTS = {"administration_counts": ("administration",),
-                "dose_reconciliation": ("inventory", "administration")}
+                "dose_reconciliation": ("inventory", "administration"),
+                "dispense_reconciliation": ("inventory", "administration", "pharmacy")}
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE_STATUSES = ("queued", "running")
 # How long a client over its active-jobs quota is told to wait: about the time a typical job
@@ -383,6 +385,10 @@ def compute_unit(*, db_session: Session, settings: Settings, job_id: str, unit: 
         return count_unit_administrations(
             target("administration"), unit=unit, since=since, until=until,
             ndc11=job.params.get("medication"), group_by=job.params["group_by"])
+    if job.type == "dispense_reconciliation":
+        return reconcile_unit_dispensing(
+            target("inventory"), target("administration"), db_session=db_session,
+            tenant_id=tenant.id, unit=unit, since=since, until=until)
     return reconcile_unit(target("inventory"), target("administration"), unit=unit,
                           since=since, until=until)
 
