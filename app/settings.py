@@ -154,6 +154,15 @@ SETTINGS: tuple[Setting, ...] = (
             "larger one is answered 413.", "int"),
     Setting("HUB_MAX_JSON_DEPTH", 32, "Deepest nesting of arrays and objects accepted in a "
             "JSON request body; deeper bodies are answered 400 before they are parsed.", "int"),
+    Setting("HUB_MLLP_HOST", "127.0.0.1", "Address the HL7 v2 MLLP listener "
+            "(`python -m app.hl7.listener`) listens on."),
+    Setting("HUB_MLLP_PORT", 2575, "Port of the HL7 v2 MLLP listener.", "int"),
+    Setting("HUB_MLLP_MAX_MESSAGE_BYTES", 1048576, "Largest HL7 v2 message the MLLP listener "
+            "reads, bytes; a longer one is answered `AR` and its connection closed.", "int"),
+    Setting("HUB_MLLP_IDLE_SECONDS", 60.0, "Seconds an MLLP connection may stay silent (or "
+            "half-open) before the listener closes it.", "float"),
+    Setting("HUB_MLLP_MAX_CONNECTIONS", 32, "Open MLLP connections the listener serves at once; "
+            "more are closed on arrival.", "int"),
     Setting("HUB_FLOWER_PORT", 5555, "Port of Flower.", "int"),
     Setting("HUB_WORKER_IO_CONCURRENCY", 4, "Processes of the worker on the `io` queue "
             "(downstream calls: mostly waiting, so more than cores).", "int"),
@@ -236,6 +245,11 @@ class Settings:
     hub_public_base_url: str
     hub_max_body_bytes: int
     hub_max_json_depth: int
+    hub_mllp_host: str
+    hub_mllp_port: int
+    hub_mllp_max_message_bytes: int
+    hub_mllp_idle_seconds: float
+    hub_mllp_max_connections: int
     hub_flower_port: int
     hub_worker_io_concurrency: int
     hub_worker_compute_concurrency: int
@@ -355,6 +369,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["hub_public_base_url"] = _public_base_url(values)
     if values["hub_max_body_bytes"] <= 0:
         raise SettingsError("HUB_MAX_BODY_BYTES must be positive")
+    if values["hub_mllp_max_message_bytes"] <= 0 or values["hub_mllp_max_connections"] < 1 \
+            or values["hub_mllp_idle_seconds"] <= 0:
+        raise SettingsError("HUB_MLLP_MAX_MESSAGE_BYTES, HUB_MLLP_MAX_CONNECTIONS and "
+                            "HUB_MLLP_IDLE_SECONDS must be positive")
     if not 1 <= values["hub_max_json_depth"] <= 256:
         # Python's JSON parser recurses once per level: far below its recursion limit.
         raise SettingsError("HUB_MAX_JSON_DEPTH must be between 1 and 256")

@@ -23,7 +23,7 @@ MIN_KEY_LENGTH = 32
 
 # Scopes the hub knows. A client is granted a subset; a token carries a subset of that.
 KNOWN_SCOPES = frozenset({"administrations:read", "inventory:read", "jobs:read", "jobs:write",
-                          "audit:read", "admin"})
+                          "audit:read", "admin", "hl7:write"})
 # Client ids, tenant slugs and product codes: ASCII letters, digits, ``.``, ``_``, ``-``, at most
 # 64 characters (their column width), starting with a letter or digit.
 ID_GRAMMAR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

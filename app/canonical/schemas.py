@@ -60,6 +60,55 @@ class AdministrationSchema(CanonicalSchema):
     note = fields.String(load_default=None, allow_none=True)
 
 
+class PrescribedPatientSchema(CanonicalSchema):
+    """The patient of a pharmacy order or dispense: the MRN only (PHI, in memory only)."""
+
+    mrn = fields.String(required=True)
+
+
+class HeardPatientSchema(PatientSchema):
+    """The patient as an HL7 PID carries them: name and birth date may be absent (PID-7 is
+    optional in HL7); when present they exist in memory only, like System B's."""
+
+    name = fields.String(load_default=None, allow_none=True)
+    birth_date = fields.Date(load_default=None, allow_none=True)
+
+
+class HeardAdministrationSchema(AdministrationSchema):
+    """An administration as the pharmacy heard of it (HL7 RAS): the shape of
+    :class:`AdministrationSchema`, but the nurse (RXA-10) and the patient's name and birth
+    date may be absent."""
+
+    nurse_id = fields.String(load_default=None, allow_none=True)
+    patient = fields.Nested(HeardPatientSchema, required=True)
+
+
+class MedicationOrderSchema(CanonicalSchema):
+    """A medication order for one patient on one unit (from the pharmacy system)."""
+
+    order_number = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    unit = fields.String(required=True, validate=UNIT_CODE)
+    medication = fields.Nested(MedicationSchema, required=True)
+    dose = fields.Nested(DoseSchema, required=True)
+    route = fields.String(load_default=None, allow_none=True)
+    ordered_at = fields.String(required=True, validate=UTC_TIMESTAMP)
+    patient = fields.Nested(PrescribedPatientSchema, required=True)
+
+
+class DispenseSchema(CanonicalSchema):
+    """Medication the pharmacy dispensed for one patient to a unit (from the pharmacy system)."""
+
+    dispense_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    order_number = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    unit = fields.String(required=True, validate=UNIT_CODE)
+    medication = fields.Nested(MedicationSchema, required=True)
+    dose = fields.Nested(DoseSchema, required=True)
+    route = fields.String(load_default=None, allow_none=True)
+    dispensed_at = fields.String(required=True, validate=UTC_TIMESTAMP)
+    container_barcode = fields.String(load_default=None, allow_none=True)
+    patient = fields.Nested(PrescribedPatientSchema, required=True)
+
+
 class LocationSchema(CanonicalSchema):
     facility = fields.String(required=True)
     unit = fields.String(load_default=None, allow_none=True, validate=UNIT_CODE)

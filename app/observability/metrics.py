@@ -42,6 +42,17 @@ AUDIT_PENDING = Gauge("hub_audit_events_pending", "Audit events buffered in Redi
 INVALID_RECORDS = Counter("hub_invalid_downstream_records_total", "Downstream records skipped "
                           "because they could not be mapped to the canonical schema.",
                           ["system", "resource"])
+HL7_MESSAGES = Counter("hub_hl7_messages_total", "HL7 v2 messages received, by transport "
+                       "(mllp, http), message type (RDE^O11, ..., or unreadable) and the ACK code "
+                       "answered (AA, AE, AR).", ["transport", "message_type", "ack_code"])
+HL7_DUPLICATES = Counter("hub_hl7_duplicates_total", "HL7 v2 messages answered AA again "
+                         "without processing: the sender resent a control id already stored.",
+                         ["transport"])
+MLLP_CONNECTIONS_REFUSED = Counter("hub_mllp_connections_refused_total", "MLLP connections the "
+                                   "listener closed, by reason (too_many_connections, idle, "
+                                   "framing, oversize).", ["reason"])
+MLLP_CONNECTIONS = Gauge("hub_mllp_connections", "Open MLLP connections.",
+                         multiprocess_mode="livesum")
 
 
 def render_metrics() -> tuple[bytes, str]:

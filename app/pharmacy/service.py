@@ -1,20 +1,49 @@
 """The pharmacy's data in the hub: HL7 v2 messages received, and what the stored ones carried.
 
+:func:`receive_message` is the one way a message comes in, over MLLP or HTTP: read and check
+it, find the sender's tenant, drop a resent control id, map, minimize and store, all in one
+transaction, and answer with the ACK (``AA`` only after the commit).
+
 Reads for other parts of the hub (reconciliation, events) go through :func:`dispensed_totals`
 and :func:`iter_dispenses`; they return pseudonymized records only.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.canonical.times import format_utc, to_utc
-from app.pharmacy.models import PharmacyDispense
+from app.connectors import pharmacy as connector
+from app.database import utcnow
+from app.entitlements.service import tenant_owns_product
+from app.hl7.messages import Header, Inbound, Refusal, acknowledgement, read_message, refusal_acknowledgement
+from app.observability import metrics
+from app.pharmacy.models import (
+    SENDER_FIELD_LENGTH,
+    Hl7Message,
+    PharmacyAdministration,
+    PharmacyDispense,
+    PharmacyOrder,
+)
+from app.phi.policy import minimize
+from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
+from app.problems import Problem
+from app.settings import Settings
+from app.tenants.models import Connection, Product, Tenant
+
+logger = logging.getLogger(__name__)
+
+PRODUCT = "pharmacy"
+TRANSPORTS = ("mllp", "http")
+UNREADABLE = "unreadable"
+"""The message_type label of a message whose MSH-9 could not be read."""
 
 ITER_BATCH = 1000
 
@@ -76,3 +105,306 @@ def iter_dispenses(*, db_session: Session, tenant_id: uuid.UUID, unit: str | Non
              .execution_options(yield_per=ITER_BATCH))
     for row in db_session.scalars(query):
         yield dispense_record(row)
+
+
+# --- senders and tenants ------------------------------------------------------------------
+
+def _claims(connection: Connection) -> set[tuple[str, str]]:
+    senders = (connection.options or {}).get("senders") or []
+    return {(str(sender.get("application", "")), str(sender.get("facility", "")))
+            for sender in senders if isinstance(sender, dict)}
+
+
+def sender_connection(*, db_session: Session, application: str, facility: str
+                      ) -> Connection | None:
+    """Return the active pharmacy connection of an active tenant whose options name this
+    sender (MSH-3 and MSH-4 namespace ids, compared exactly), or None: never guessed."""
+    connections = db_session.scalars(
+        select(Connection).join(Product, Product.id == Connection.product_id)
+        .join(Tenant, Tenant.id == Connection.tenant_id)
+        .where(Product.code == PRODUCT, Connection.is_active.is_(True),
+               Tenant.is_active.is_(True)))
+    for connection in connections:
+        if (application, facility) in _claims(connection):
+            return connection
+    return None
+
+
+def check_sender_claims(*, db_session: Session, tenant_id: uuid.UUID, options: dict) -> dict:
+    """Check a pharmacy connection's options before they are saved: their shape
+    (:class:`app.connectors.pharmacy.OptionsSchema`, raising ``marshmallow.ValidationError``)
+    and that no other tenant's connection already claims one of the senders (409 Problem
+    ``hl7-sender-claimed``). Returns the loaded options."""
+    loaded = connector.OptionsSchema().load(options or {})
+    wanted = {(sender["application"], sender["facility"]) for sender in loaded["senders"]}
+    others = db_session.scalars(
+        select(Connection).join(Product, Product.id == Connection.product_id)
+        .where(Product.code == PRODUCT, Connection.tenant_id != tenant_id))
+    for connection in others:
+        if wanted & _claims(connection):
+            raise Problem("Another tenant's pharmacy connection already receives messages "
+                          "from this sending application and facility.", status=409,
+                          problem_type="hl7-sender-claimed")
+    return loaded
+
+
+# --- receiving a message ----------------------------------------------------------------------
+
+def _pseudonymizer(settings: Settings, tenant_id: uuid.UUID) -> Pseudonymizer:
+    return Pseudonymizer(tenant_pseudonym_key(settings.hub_pseudonym_key, str(tenant_id)))
+
+
+def _loggable(header: Header | None) -> dict:
+    # Sender names and control ids are no patient data; they let an operator find the message.
+    if header is None:
+        return {}
+    return {"sender_application": header.sender_application[:SENDER_FIELD_LENGTH],
+            "sender_facility": header.sender_facility[:SENDER_FIELD_LENGTH],
+            "control_id": header.control_id[:SENDER_FIELD_LENGTH],
+            "message_type": header.message_type[:32]}
+
+
+def _receipt_key(header: Header | None) -> tuple[str, str, str] | None:
+    if header is None:
+        return None
+    key = (header.sender_application, header.sender_facility, header.control_id)
+    if not all(key) or any(len(part) > SENDER_FIELD_LENGTH for part in key):
+        return None
+    return key
+
+
+def _message_type_label(header: Header | None) -> str:
+    if header is None or not header.message_code:
+        return UNREADABLE
+    # Bounded label values: a sender cannot grow the metric's series with made-up types.
+    if (header.message_code, header.trigger) in connector.STRUCTURES:
+        return header.message_type
+    return "other"
+
+
+def _answer(*, transport: str, header: Header | None, ack_code: str, ack: str,
+            error_code: str | None = None, reason: str = "", duplicate: bool = False) -> bytes:
+    metrics.HL7_MESSAGES.labels(transport=transport, message_type=_message_type_label(header),
+                                ack_code=ack_code).inc()
+    if duplicate:
+        metrics.HL7_DUPLICATES.labels(transport=transport).inc()
+    logger.info("hl7 message answered %s%s", ack_code, " (duplicate)" if duplicate else "",
+                extra={"transport": transport, "ack_code": ack_code, "error_code": error_code,
+                       "reason": reason, **_loggable(header)})
+    # The ACK declares no MSH-18, so it is UTF-8 by the hub's own rule (ASCII in practice:
+    # the hub's texts are ASCII, and the MSH fields it echoes usually are).
+    return ack.encode("utf-8", errors="replace")
+
+
+def _record_refusal(*, db_session: Session, header: Header | None, refusal: Refusal,
+                    transport: str, tenant_id: uuid.UUID | None) -> None:
+    """Keep a refused message's receipt (sender, control id, code) for operators, best effort:
+    a refusal is answered even when this fails. An already accepted message keeps its row."""
+    key = _receipt_key(header)
+    if key is None:
+        return
+    try:
+        existing = _receipt(db_session, key)
+        if existing is None:
+            db_session.add(Hl7Message(
+                tenant_id=tenant_id, sender_application=key[0], sender_facility=key[1],
+                control_id=key[2], message_type=header.message_type[:32], transport=transport,
+                ack_code=refusal.ack_code, error_code=refusal.error_code))
+        elif existing.ack_code != "AA":
+            existing.ack_code, existing.error_code = refusal.ack_code, refusal.error_code
+            existing.received_at, existing.transport = utcnow(), transport
+            existing.tenant_id = tenant_id
+        db_session.commit()
+    except SQLAlchemyError:
+        db_session.rollback()
+        logger.warning("could not record a refused hl7 message", extra=_loggable(header))
+
+
+def _receipt(db_session: Session, key: tuple[str, str, str]) -> Hl7Message | None:
+    return db_session.scalar(select(Hl7Message).where(
+        Hl7Message.sender_application == key[0], Hl7Message.sender_facility == key[1],
+        Hl7Message.control_id == key[2]))
+
+
+def _refused(*, db_session: Session, refusal: Refusal, transport: str,
+             header: Header | None, tenant_id: uuid.UUID | None = None) -> bytes:
+    _record_refusal(db_session=db_session, header=header, refusal=refusal, transport=transport,
+                    tenant_id=tenant_id)
+    return _answer(transport=transport, header=header, ack_code=refusal.ack_code,
+                   ack=refusal_acknowledgement(refusal), error_code=refusal.error_code,
+                   reason=refusal.reason)
+
+
+def _duplicate(*, db_session: Session, inbound: Inbound, transport: str,
+               receipt: Hl7Message) -> bytes:
+    try:
+        db_session.execute(update(Hl7Message).where(Hl7Message.id == receipt.id)
+                           .values(repeats=Hl7Message.repeats + 1))
+        db_session.commit()
+    except SQLAlchemyError:
+        db_session.rollback()  # the count is for operators; the answer does not depend on it
+    return _answer(transport=transport, header=inbound.header, ack_code="AA", duplicate=True,
+                   ack=acknowledgement(ack_code="AA", source=inbound.message))
+
+
+def receive_message(*, db_session: Session, settings: Settings, raw: bytes, transport: str,
+                    tenant_id: uuid.UUID | None = None) -> bytes:
+    """Take one HL7 v2 message (without MLLP framing) and return the ACK to send back.
+
+    Read and check it, find its sender's tenant (its pharmacy connection's ``senders``; with
+    ``tenant_id``, the calling client's tenant over HTTP, the sender must be that tenant's),
+    check the tenant's entitlement, answer a control id already stored ``AA`` without
+    processing it again, map it, minimize it by the PHI policy and store it with its receipt
+    in one transaction. ``AA`` only after the commit; ``AR``/``AE`` with ERR otherwise,
+    nothing stored but the receipt."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}")
+    try:
+        inbound = read_message(raw, structures=connector.STRUCTURES)
+    except Refusal as refusal:
+        return _refused(db_session=db_session, refusal=refusal, transport=transport,
+                        header=refusal.header)
+    header = inbound.header
+
+    def refuse(refusal: Refusal, tenant: uuid.UUID | None = None) -> bytes:
+        refusal.source, refusal.header, refusal.control_id = \
+            inbound.message, header, header.control_id
+        return _refused(db_session=db_session, refusal=refusal, transport=transport,
+                        header=header, tenant_id=tenant)
+
+    connection = sender_connection(db_session=db_session, application=header.sender_application,
+                                   facility=header.sender_facility)
+    if connection is None:
+        return refuse(Refusal("204", "The sending application and facility (MSH-3, MSH-4) "
+                                     "belong to no tenant.", location="MSH^1^3"))
+    if tenant_id is not None and connection.tenant_id != tenant_id:
+        # Said as "unknown" on purpose: a client learns nothing of other tenants' senders.
+        return refuse(Refusal("204", "The sending application and facility (MSH-3, MSH-4) "
+                                     "belong to no tenant.", location="MSH^1^3"))
+    if not tenant_owns_product(db_session=db_session, tenant_id=str(connection.tenant_id),
+                               product=PRODUCT, remembered=False):
+        return refuse(Refusal("204", "The sender's tenant is not entitled to the pharmacy "
+                                     "product.", location="MSH^1^3"), connection.tenant_id)
+
+    key = _receipt_key(header)
+    receipt = _receipt(db_session, key)
+    if receipt is not None and receipt.ack_code == "AA":
+        return _duplicate(db_session=db_session, inbound=inbound, transport=transport,
+                          receipt=receipt)
+
+    site = connector.Site(timezone=connection.timezone or "UTC",
+                          unit_codes=(connection.options or {}).get("unit_codes") or {})
+    try:
+        resource, record, order_number = connector.canonical_record(inbound, site)
+    except Refusal as refusal:
+        return refuse(refusal, connection.tenant_id)
+    minimized = minimize(resource, "store", record,
+                         pseudonymizer=_pseudonymizer(settings, connection.tenant_id))
+    del record  # the PHI-bearing record goes no further than this function
+
+    try:
+        _store(db_session=db_session, tenant_id=connection.tenant_id, inbound=inbound,
+               transport=transport, receipt=receipt, resource=resource, minimized=minimized,
+               order_number=order_number)
+        db_session.commit()
+    except IntegrityError:
+        # The same control id committed by another connection or process just now.
+        db_session.rollback()
+        stored = _receipt(db_session, key)
+        if stored is not None and stored.ack_code == "AA":
+            return _duplicate(db_session=db_session, inbound=inbound, transport=transport,
+                              receipt=stored)
+        return refuse(Refusal("207", "The hub could not store the message; send it again.",
+                              ack_code="AE"), connection.tenant_id)
+    except _AlreadyAccepted:
+        db_session.rollback()
+        return _duplicate(db_session=db_session, inbound=inbound, transport=transport,
+                          receipt=_receipt(db_session, key))
+    except SQLAlchemyError:
+        db_session.rollback()
+        logger.exception("could not store an hl7 message", extra=_loggable(header))
+        return _answer(transport=transport, header=header, ack_code="AE", error_code="207",
+                       ack=refusal_acknowledgement(_internal_error(inbound)))
+    return _answer(transport=transport, header=header, ack_code="AA",
+                   ack=acknowledgement(ack_code="AA", source=inbound.message))
+
+
+def _internal_error(inbound: Inbound) -> Refusal:
+    refusal = Refusal("207", "The hub could not store the message; send it again.",
+                      ack_code="AE")
+    refusal.source, refusal.header = inbound.message, inbound.header
+    refusal.control_id = inbound.header.control_id
+    return refusal
+
+
+class _AlreadyAccepted(Exception):
+    """Another process accepted this control id between our read and our write."""
+
+
+_RECORD_TABLES = {connector.ORDER: PharmacyOrder, connector.DISPENSE: PharmacyDispense,
+                  connector.ADMINISTRATION: PharmacyAdministration}
+
+
+def _columns(resource: str, minimized: dict, order_number: str) -> dict:
+    """The table columns of a minimized canonical record (pseudonyms, no PHI)."""
+    columns = {
+        "order_number": order_number,
+        "patient_pseudonym": minimized["patient"]["ref"],
+        "unit": minimized["unit"],
+        "ndc11": minimized["medication"]["ndc11"],
+        "medication_name": minimized["medication"]["name"],
+        "quantity": minimized["dose"]["quantity"],
+        "dose_unit": minimized["dose"]["unit"],
+        "route": minimized.get("route"),
+    }
+    if resource == connector.ORDER:
+        columns["ordered_at"] = to_utc(minimized["ordered_at"])
+    elif resource == connector.DISPENSE:
+        columns.update(dispense_id=minimized["dispense_id"],
+                       dispensed_at=to_utc(minimized["dispensed_at"]),
+                       container_barcode=minimized.get("container_barcode"))
+    else:
+        columns.update(administration_id=minimized["administration_id"],
+                       nurse_pseudonym=minimized.get("nurse_ref"),
+                       administered_at=to_utc(minimized["administered_at"]),
+                       container_barcode=minimized.get("container_barcode"))
+    return columns
+
+
+def _store(*, db_session: Session, tenant_id: uuid.UUID, inbound: Inbound, transport: str,
+           receipt: Hl7Message | None, resource: str, minimized: dict,
+           order_number: str) -> None:
+    header = inbound.header
+    if receipt is None:
+        receipt = Hl7Message(tenant_id=tenant_id, sender_application=header.sender_application,
+                             sender_facility=header.sender_facility,
+                             control_id=header.control_id, message_type=header.message_type,
+                             transport=transport, ack_code="AA")
+        db_session.add(receipt)
+        db_session.flush()  # the unique constraint speaks here, before any record is added
+    else:
+        # A control id refused before (AE/AR) and sent again: taken over only if no one else
+        # accepted it meanwhile (the row lock makes a concurrent taker wait, then see AA).
+        taken = db_session.execute(
+            update(Hl7Message).where(Hl7Message.id == receipt.id, Hl7Message.ack_code != "AA")
+            .values(ack_code="AA", error_code=None, tenant_id=tenant_id, transport=transport,
+                    message_type=header.message_type, received_at=utcnow()))
+        if taken.rowcount != 1:
+            raise _AlreadyAccepted()
+    row = _RECORD_TABLES[resource](tenant_id=tenant_id, message_id=receipt.id,
+                                   **_columns(resource, minimized, order_number))
+    db_session.add(row)
+    db_session.flush()
+    records_stored(db_session=db_session, tenant_id=tenant_id, resource=resource,
+                   record=minimized)
+
+
+def records_stored(*, db_session: Session, tenant_id: uuid.UUID, resource: str,
+                   record: dict) -> None:
+    """Called inside the storing transaction with each canonical record just stored
+    (minimized: pseudonyms only), before the commit and before the ``AA``.
+
+    Events are published here at merge: ``order.placed``, ``dispense.recorded`` and
+    ``administration.recorded`` (:data:`app.connectors.pharmacy.EVENTS`, by ``resource``:
+    ``medication_order``, ``dispense``, ``administration``). Whatever is written here commits
+    or rolls back with the message."""

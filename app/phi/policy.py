@@ -108,6 +108,36 @@ _ADMINISTRATION_FOR_READERS: dict[str, Action] = {
     "note": Drop(),
 }
 
+_PHARMACY_RECORD_FIELDS: dict[str, Action] = {
+    "order_number": Keep(),
+    "unit": Keep(),
+    "medication.ndc11": Keep(),
+    "medication.name": Keep(),
+    "medication.strength": Keep(),
+    "dose.quantity": Keep(),
+    "dose.unit": Keep(),
+    "route": Keep(),
+    # HL7 PID also carries names, addresses and birth dates: the pharmacy's mapping never reads
+    # them into orders or dispenses, and a field the policy does not name never leaves.
+    "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
+}
+
+_MEDICATION_ORDER_FIELDS: dict[str, Action] = {**_PHARMACY_RECORD_FIELDS, "ordered_at": Keep()}
+
+_DISPENSE_FIELDS: dict[str, Action] = {
+    **_PHARMACY_RECORD_FIELDS,
+    "dispense_id": Keep(),
+    "dispensed_at": Keep(),
+    "container_barcode": Keep(),
+}
+
+_ADMINISTRATION_AT_REST: dict[str, Action] = {
+    **_ADMINISTRATION_FOR_READERS,
+    # The hub keeps no birth year of the pharmacy's patients: nothing it does with doses
+    # needs one, so nothing is stored that could narrow a patient down.
+    "patient.birth_date": Drop(),
+}
+
 _CONTAINER_FIELDS: dict[str, Action] = {
     "container_id": Keep(),
     "barcode": Keep(),
@@ -140,6 +170,14 @@ POLICIES: dict[tuple[str, str], dict[str, Action]] = {
     # through the hub, so there is no policy and such a read is refused.
     **{("container", consumer): _CONTAINER_FIELDS for consumer in _CONTAINER_READERS},
     **{("container_origin", consumer): _CONTAINER_ORIGIN_FIELDS for consumer in _CONTAINER_READERS},
+    # "store" is the hub itself keeping the pharmacy's HL7 records at rest (app.pharmacy):
+    # pseudonyms only, never a name, address or birth date.
+    ("medication_order", "store"): _MEDICATION_ORDER_FIELDS,
+    ("dispense", "store"): _DISPENSE_FIELDS,
+    ("administration", "store"): _ADMINISTRATION_AT_REST,
+    **{("medication_order", consumer): _MEDICATION_ORDER_FIELDS
+       for consumer in _CONTAINER_READERS},
+    **{("dispense", consumer): _DISPENSE_FIELDS for consumer in _CONTAINER_READERS},
 }
 """(resource type, consumer) → {canonical path: action}. Compiled at import; edit here, not at run time."""
 
