@@ -4,4 +4,4 @@ registered here."""
 
 pytest_plugins = ["tests.fixtures.services", "tests.fixtures.demo", "tests.fixtures.tenants",
                   "tests.fixtures.flower", "tests.fixtures.syncs", "tests.fixtures.jobs",
-                  "tests.fixtures.phi", "tests.fixtures.hl7"]
+                  "tests.fixtures.phi", "tests.fixtures.hl7", "tests.fixtures.pharmacy"]
