@@ -60,15 +60,16 @@ def configure_api(app: Flask, settings: Settings) -> None:
     from app.health.views import blp as health_blueprint
     from app.jobs.views import blp as jobs_blueprint
     from app.lookups.views import blp as lookups_blueprint
+    from app.pharmacy.views import blp as hl7_blueprint
     from app.syncs.views import blp as syncs_blueprint
 
     api = HubApi(app)
     # Rate limits are checked after the bearer token, so they count per client.
     init_rate_limits(app, settings, client_blueprints=[lookups_blueprint, audit_blueprint, jobs_blueprint,
-                                                         syncs_blueprint],
+                                                         syncs_blueprint, hl7_blueprint],
                      token_blueprint=oauth_blueprint)
     for blueprint in (health_blueprint, oauth_blueprint, lookups_blueprint, audit_blueprint,
-                      jobs_blueprint, syncs_blueprint):
+                      jobs_blueprint, syncs_blueprint, hl7_blueprint):
         api.register_blueprint(blueprint)
     register_docs_assets(app)
 

@@ -50,6 +50,7 @@ SCOPE_DESCRIPTIONS = {
     "jobs:write": "Submit and cancel jobs.",
     "audit:read": "Read the tenant's audit trail.",
     "admin": "Operate the tenant: scheduled syncs and dead letters.",
+    "hl7:write": "Send the tenant's pharmacy HL7 v2 messages (POST /v1/hl7).",
 }
 
 # Errors every operation of a kind can answer, whatever its view documents.

@@ -55,6 +55,7 @@ def _check_ports(settings: Settings) -> None:
     ports = {
         "HUB_API_PORT": settings.hub_api_port,
         "HUB_FLOWER_PORT": settings.hub_flower_port,
+        "HUB_MLLP_PORT": settings.hub_mllp_port,
         "DEMO_INVENTORY_PORT": settings.demo_inventory_port,
         "DEMO_ADMINISTRATION_PORT": settings.demo_administration_port,
     }
@@ -123,6 +124,8 @@ def _process_environment(settings: Settings) -> dict[str, str]:
         "CELERY_RESULT_BACKEND": settings.celery_result_backend,
         "HUB_API_PORT": str(settings.hub_api_port),
         "HUB_FLOWER_PORT": str(settings.hub_flower_port),
+        "HUB_MLLP_HOST": settings.hub_mllp_host,
+        "HUB_MLLP_PORT": str(settings.hub_mllp_port),
         "HUB_WORKER_IO_CONCURRENCY": str(settings.hub_worker_io_concurrency),
         "HUB_WORKER_COMPUTE_CONCURRENCY": str(settings.hub_worker_compute_concurrency),
         "DEMO_INVENTORY_PORT": str(settings.demo_inventory_port),
@@ -157,7 +160,7 @@ def run() -> None:
     manifest = _seed_demo_systems(settings)
     _onboard_demo_tenants(settings, manifest)
 
-    processes = ["inventory", "administration", "api", "worker_io", "worker_compute", "beat",
+    processes = ["inventory", "administration", "api", "hl7", "worker_io", "worker_compute", "beat",
                  "flower", "ready"]
     if settings.redis_is_embedded:
         processes.insert(0, "redis")
@@ -224,6 +227,7 @@ def announce() -> None:
     try:
         _wait_for("API /readyz", lambda: requests.get(f"{api}/readyz", timeout=5).ok, deadline)
         _wait_for("Flower workers", lambda: {"io", "compute"} <= flower_workers(), deadline)
+        _wait_for("the MLLP listener", lambda: _port_in_use(settings.hub_mllp_port), deadline)
     except TimeoutError as waiting_for:
         _say(f"the stack is not ready after {READY_TIMEOUT_SECONDS}s: still waiting for "
              f"{waiting_for}; see the lines above")
@@ -289,6 +293,8 @@ def _banner(settings: Settings, api: str, flower: str, elapsed: float) -> str:
         f"  Demo System A  http://127.0.0.1:{settings.demo_inventory_port}   (inventory)",
         f"  Demo System B  http://127.0.0.1:{settings.demo_administration_port}   "
         "(administration / eMAR)",
+        f"  HL7 v2 (MLLP)  {settings.hub_mllp_host}:{settings.hub_mllp_port}   "
+        "(System C, the pharmacy; also POST /v1/hl7)",
         "",
         f"  Demo clients: {', '.join(client_ids)}",
         f"  Their secrets (owner-only file): python3 -m json.tool {clients_path}",

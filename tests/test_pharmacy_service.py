@@ -204,9 +204,10 @@ def test_a_corrected_resend_of_a_refused_control_id_is_stored(hub, pharmacy_tena
 
 
 def test_dispensed_totals_and_iter_dispenses_read_the_stored_dispenses(hub, pharmacy_tenant):
-    for quantity, unit in (("2", "ICU3"), ("3", "ICU3"), ("1", "MEDSURG4")):
+    for quantity, unit, at in (("3", "ICU3", "202611180915"), ("2", "ICU3", "202611180815"),
+                               ("1", "MEDSURG4", "202611180815")):
         receive(hub, hl7_message("RDS^O13", sender=pharmacy_tenant.sender, quantity=quantity,
-                                 unit=unit))
+                                 unit=unit, at=at))
     session = hub.database.session
 
     totals = dispensed_totals(db_session=session, tenant_id=pharmacy_tenant.tenant_id,
@@ -251,3 +252,65 @@ def test_no_seeded_patient_data_reaches_the_stored_rows_or_the_acks(hub, pharmac
     assert hub.database.session.scalar(
         select(func.count()).select_from(PharmacyAdministration)
         .where(PharmacyAdministration.tenant_id == pharmacy_tenant.tenant_id)) == 1
+
+
+def test_an_administration_without_a_nurse_is_stored_without_one(hub, pharmacy_tenant):
+    message = hl7_message("RAS^O17", sender=pharmacy_tenant.sender).replace(
+        "RN55012^Ames", "")
+
+    ack = receive(hub, message)
+
+    assert ack["MSA"][1] == "AA"
+    [given] = rows(hub, PharmacyAdministration, pharmacy_tenant.tenant_id)
+    assert given.nurse_pseudonym is None
+
+
+def test_the_demo_pharmacys_messages_map(hub, pharmacy_tenant):
+    """The shape System C's demo sender uses (demo_systems/pharmacy/messages.py): UTC times with
+    +0000, no nurse, the unit in PV1-3, RXD-13 and RXA-11."""
+    application, facility = pharmacy_tenant.sender
+    head = (f"MSH|^~\\&|{application}|{facility}|MEDHUB|MEDHUB|20261118081500+0000||"
+            "{type}|{control}|P|2.5")
+    common = ["PID|1||MRN7731904^^^NGH^MR||Quillfeather^Ottoline||19470314", "PV1|1|I|ICU-3^^^NGH"]
+    medication = "00409488802^Morphine 2 mg/mL^NDC"
+    messages = [
+        [head.format(type="RDE^O11^RDE_O11", control="PH1O"), *common,
+         "ORC|NW|RX0000000001^DEMO-PHARMACY|||||||20261118081500+0000",
+         f"RXE||{medication}|2||mg", "RXR|IV"],
+        [head.format(type="RDS^O13^RDS_O13", control="PH1D"), *common,
+         "ORC|RE|RX0000000001^DEMO-PHARMACY", f"RXE||{medication}|2||mg", "RXR|IV",
+         f"RXD|1|{medication}|20261118090000+0000|2|mg||RX0000000001||||||ICU-3^^^NGH",
+         "RXR|IV"],
+        [head.format(type="RAS^O17^RAS_O17", control="PH1A"), *common,
+         "ORC|RE|RX0000000001^DEMO-PHARMACY",
+         f"RXA|0|1|20261118093000+0000|20261118093000+0000|{medication}|2|mg||||ICU-3^^^NGH",
+         "RXR|IV"],
+    ]
+
+    acks = [receive(hub, "\r".join(segments) + "\r") for segments in messages]
+
+    assert [ack["MSA"][1] for ack in acks] == ["AA", "AA", "AA"]
+    [dispense] = rows(hub, PharmacyDispense, pharmacy_tenant.tenant_id)
+    assert (dispense.order_number, dispense.unit, dispense.dispensed_at.replace(tzinfo=UTC)) == (
+        "RX0000000001", "ICU-3", datetime(2026, 11, 18, 9, tzinfo=UTC))
+
+
+def test_the_cli_sets_a_pharmacy_connections_senders_and_refuses_a_claimed_one(hub_app, hub):
+    from tests.fixtures.cli import hub_cli
+
+    cli = hub_cli(hub_app)
+    first, second = (f"cli-rx-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    sender = ("CLI-PHARMACY", f"F{uuid.uuid4().hex[:6]}")
+    for slug in (first, second):
+        assert cli("tenants", "create", slug, "--name", "Pharmacy Hospital").exit_code == 0
+        assert cli("entitlements", "grant", slug, "pharmacy").exit_code == 0
+
+    taken = cli("connections", "set", first, "pharmacy", "--base-url", "mllp://pharmacy",
+                "--credential-ref", "env:UNUSED", "--sender", *sender)
+    refused = cli("connections", "set", second, "pharmacy", "--base-url", "mllp://pharmacy",
+                  "--credential-ref", "env:UNUSED", "--sender", *sender)
+
+    assert taken.exit_code == 0, taken.output
+    assert refused.exit_code != 0 and "already receives" in refused.output
+    ack = receive(hub, hl7_message(sender=sender))
+    assert ack["MSA"][1] == "AA"

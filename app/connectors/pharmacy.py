@@ -48,6 +48,8 @@ RESOURCE_OF = {"RDE": ORDER, "RDS": DISPENSE, "RAS": ADMINISTRATION}
 MEDICATION_CODING_SYSTEMS = frozenset({"", "NDC", "N4"})
 """CE-3 values that say the code is an NDC (empty: System C's messages carry NDCs)."""
 MAX_TEXT = 200
+SHORT_TEXT = 32
+"""Longest dose unit and route the hub keeps (their columns' width)."""
 
 
 class SenderSchema(Schema):
@@ -65,6 +67,8 @@ class OptionsSchema(Schema):
     senders = fields.List(fields.Nested(SenderSchema), required=True,
                           validate=validate.Length(min=1))
     unit_codes = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    # The site's facility code, which every connection of a demo site carries.
+    facility = fields.String(load_default=None, validate=validate.Length(max=64))
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class _Reader:
         self.site = site
 
     def text(self, segment: str, number: int, component: int = 1, *, required: bool = True,
-             sequence: int = 1, repetition: int = 1) -> str | None:
+             sequence: int = 1, repetition: int = 1, max_length: int = MAX_TEXT) -> str | None:
         value = field(self.message, segment, number, component, sequence=sequence,
                       repetition=repetition)
         if not value:
@@ -96,7 +100,7 @@ class _Reader:
                 raise _refuse("101", f"{segment}-{number} is missing.",
                               f"{segment}^{sequence}^{number}")
             return None
-        if len(value) > MAX_TEXT:
+        if len(value) > max_length:
             raise _refuse("102", f"{segment}-{number} is too long.",
                           f"{segment}^{sequence}^{number}")
         return value
@@ -167,8 +171,8 @@ def _order(read: _Reader) -> dict:
         "order_number": read.order_number(),
         "unit": read.unit(("PV1", 3)),
         "medication": read.medication("RXE", 2),
-        "dose": {"quantity": read.quantity("RXE", 3), "unit": read.text("RXE", 5)},
-        "route": read.text("RXR", 1, required=False),
+        "dose": {"quantity": read.quantity("RXE", 3), "unit": read.text("RXE", 5, max_length=SHORT_TEXT)},
+        "route": read.text("RXR", 1, required=False, max_length=SHORT_TEXT),
         "ordered_at": read.moment("ORC", 9) if read.text("ORC", 9, required=False)
         else read.moment("MSH", 7),
         "patient": {"mrn": read.mrn()},
@@ -183,13 +187,14 @@ def _dispense(read: _Reader) -> dict:
         "order_number": order_number,
         "unit": read.unit(("RXD", 13), ("PV1", 3)),
         "medication": read.medication("RXD", 2),
-        "dose": {"quantity": read.quantity("RXD", 4), "unit": read.text("RXD", 5)},
+        "dose": {"quantity": read.quantity("RXD", 4), "unit": read.text("RXD", 5, max_length=SHORT_TEXT)},
         # The RXR after RXD when the message has two (RDS: one under RXE, one under RXD).
-        "route": read.text("RXR", 1, required=False,
+        "route": read.text("RXR", 1, required=False, max_length=SHORT_TEXT,
                            sequence=len(read.message.segments("RXR"))),
         "dispensed_at": read.moment("RXD", 3),
         # RXD-25 supplementary code: the barcode of the container dispensed, when sent.
-        "container_barcode": read.text("RXD", 25, required=False),
+        "container_barcode": read.text("RXD", 25, required=False,
+                                       max_length=SENDER_FIELD_LENGTH),
         "patient": {"mrn": read.mrn()},
     }
 
@@ -201,12 +206,13 @@ def _administration(read: _Reader) -> dict:
         "administration_id": f"{order_number}-{sub_id}"[:SENDER_FIELD_LENGTH],
         "unit": read.unit(("RXA", 11), ("PV1", 3)),
         "medication": read.medication("RXA", 5),
-        "dose": {"quantity": read.quantity("RXA", 6), "unit": read.text("RXA", 7)},
-        "route": read.text("RXR", 1),
+        "dose": {"quantity": read.quantity("RXA", 6), "unit": read.text("RXA", 7, max_length=SHORT_TEXT)},
+        "route": read.text("RXR", 1, max_length=SHORT_TEXT),
         "administered_at": read.moment("RXA", 3),
         # RXA-25 administered barcode identifier (v2.5), when the nurse scanned one.
-        "container_barcode": read.text("RXA", 25, required=False),
-        "nurse_id": read.text("RXA", 10, required=False),
+        "container_barcode": read.text("RXA", 25, required=False,
+                                       max_length=SENDER_FIELD_LENGTH),
+        "nurse_id": read.text("RXA", 10, required=False, max_length=SENDER_FIELD_LENGTH),
         "patient": {"mrn": read.mrn(), "name": _patient_name(read),
                     "birth_date": _birth_date(read)},
         "note": None,

@@ -93,5 +93,6 @@ class PharmacyAdministration(_PharmacyRecord, Base):
     message_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("hl7_messages.id", ondelete="CASCADE"), index=True)
     administration_id: Mapped[str] = mapped_column(String(64))
-    nurse_pseudonym: Mapped[str] = mapped_column(String(64))
+    # None when the message names no administering nurse (RXA-10 is optional).
+    nurse_pseudonym: Mapped[str | None] = mapped_column(String(64))
     administered_at: Mapped[datetime] = mapped_column()

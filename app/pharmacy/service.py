@@ -150,6 +150,27 @@ def check_sender_claims(*, db_session: Session, tenant_id: uuid.UUID, options: d
 
 # --- receiving a message ----------------------------------------------------------------------
 
+HL7_MEDIA_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
+"""Bodies ``POST /v1/hl7`` reads as one HL7 v2 message (ER7, the pipe-delimited encoding)."""
+ACK_MEDIA_TYPE = "application/hl7-v2"
+
+
+def receive_http_message(*, db_session: Session, settings: Settings, media_type: str,
+                         body: bytes, tenant_id: uuid.UUID) -> bytes:
+    """Take one message posted to ``POST /v1/hl7`` by a client of ``tenant_id``: refuse what
+    is not an HL7 v2 message at all (415 for another media type, 400 ``not-hl7`` for a body
+    that does not begin with MSH), then :func:`receive_message` with the tenant check. Every
+    message answers with its ACK, ``AR``/``AE`` included (the HTTP exchange itself worked)."""
+    if media_type not in HL7_MEDIA_TYPES:
+        raise Problem("The body must be one HL7 v2 message: application/hl7-v2 (or "
+                      "x-application/hl7-v2+er7, text/plain).", status=415)
+    if not body.lstrip(b"\r\n\t ").startswith(b"MSH"):
+        raise Problem("The body is not an HL7 v2 message: it does not begin with an MSH "
+                      "segment.", status=400, problem_type="not-hl7")
+    return receive_message(db_session=db_session, settings=settings, raw=body,
+                           transport="http", tenant_id=tenant_id)
+
+
 def _pseudonymizer(settings: Settings, tenant_id: uuid.UUID) -> Pseudonymizer:
     return Pseudonymizer(tenant_pseudonym_key(settings.hub_pseudonym_key, str(tenant_id)))
 
@@ -314,6 +335,8 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
         if stored is not None and stored.ack_code == "AA":
             return _duplicate(db_session=db_session, inbound=inbound, transport=transport,
                               receipt=stored)
+        logger.warning("an hl7 message broke a constraint of its tables",
+                       extra=_loggable(header))
         return refuse(Refusal("207", "The hub could not store the message; send it again.",
                               ack_code="AE"), connection.tenant_id)
     except _AlreadyAccepted:

@@ -75,9 +75,17 @@ def list_tenants() -> None:
 @click.option("--timezone", default="UTC", show_default=True)
 @click.option("--unit-code", "unit_codes", multiple=True, metavar="NATIVE=CANONICAL",
               help="Map a native unit code that does not follow the usual pattern.")
+@click.option("--sender", "senders", multiple=True, nargs=2, metavar="APPLICATION FACILITY",
+              help="pharmacy only: an HL7 sender of this tenant, as MSH-3 and MSH-4 name it.")
 def set_connection(tenant_slug: str, product_code: str, base_url: str, credential_ref: str,
-                   timezone: str, unit_codes: tuple[str, ...]) -> None:
+                   timezone: str, unit_codes: tuple[str, ...],
+                   senders: tuple[tuple[str, str], ...]) -> None:
     """Create or update a tenant's connection to its instance of a product."""
+    from marshmallow import ValidationError
+
+    from app.pharmacy.service import PRODUCT as PHARMACY
+    from app.pharmacy.service import check_sender_claims
+    from app.problems import Problem
     from app.tenants.service import ensure_connection
 
     if not credential_ref.startswith(("file:", "env:")):
@@ -88,9 +96,24 @@ def set_connection(tenant_slug: str, product_code: str, base_url: str, credentia
         if not sep or not native or not canonical:
             raise click.BadParameter("must be NATIVE=CANONICAL", param_hint="--unit-code")
         code_map[native] = canonical
+    options: dict = {"unit_codes": code_map} if code_map else {}
+    tenant = tenant_by_slug(tenant_slug)
+    if product_code == PHARMACY:
+        options["senders"] = [{"application": application, "facility": facility}
+                              for application, facility in senders]
+        try:
+            check_sender_claims(db_session=resources().database.session, tenant_id=tenant.id,
+                                options=options)
+        except ValidationError as invalid:
+            raise click.BadParameter(str(invalid.messages), param_hint="--sender") from None
+        except Problem as claimed:
+            raise click.ClickException(claimed.detail) from None
+    elif senders:
+        raise click.BadParameter("only a pharmacy connection has HL7 senders",
+                                 param_hint="--sender")
     connection = ensure_connection(
-        db_session=resources().database.session, tenant=tenant_by_slug(tenant_slug),
+        db_session=resources().database.session, tenant=tenant,
         product=product_by_code(product_code), base_url=base_url, credential_ref=credential_ref,
-        timezone=timezone, options={"unit_codes": code_map} if code_map else {})
+        timezone=timezone, options=options)
     commit_onboarding()
     click.echo(f"connection {tenant_slug} → {product_code} at {connection.base_url}")

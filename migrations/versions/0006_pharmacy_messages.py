@@ -40,7 +40,7 @@ def upgrade() -> None:
     op.create_table('pharmacy_administrations',
     sa.Column('message_id', sa.Uuid(), nullable=False),
     sa.Column('administration_id', sa.String(length=64), nullable=False),
-    sa.Column('nurse_pseudonym', sa.String(length=64), nullable=False),
+    sa.Column('nurse_pseudonym', sa.String(length=64), nullable=True),
     sa.Column('administered_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('tenant_id', sa.Uuid(), nullable=False),
