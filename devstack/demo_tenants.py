@@ -25,6 +25,8 @@ from app.tenants.service import ensure_connection, ensure_tenant, get_product
 DEMO_CLIENTS = {
     "administration": ("emar", ["inventory:read"]),
     "inventory": ("inventory", ["administrations:read"]),
+    # The pharmacy pushes its HL7 messages; over HTTP (POST /v1/hl7) it needs this scope.
+    "pharmacy": ("pharmacy", ["hl7:write"]),
 }
 OPERATOR_SCOPES = ["admin", "audit:read", "jobs:read", "jobs:write"]
 
