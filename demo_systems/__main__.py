@@ -3,7 +3,7 @@
     python -m demo_systems seed --data-dir DIR --seed 42 --administrations 20000 --keys-out DIR
     python -m demo_systems serve inventory|administration --data-dir DIR --host 127.0.0.1 --port P
         [--threads 64]
-    python -m demo_systems send-pharmacy --data-dir DIR --host 127.0.0.1 --port P [--rate 20]
+    python -m demo_systems send-pharmacy --data-dir DIR --host 127.0.0.1 --port P [--rate 5]
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def serve(system: str, data_dir: Path, host: str, port: int, threads: int) -> No
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="The hub's MLLP listener.")
 @click.option("--port", type=click.IntRange(1, 65535), required=True)
-@click.option("--rate", type=click.FloatRange(min=0), default=20, show_default=True,
+@click.option("--rate", type=click.FloatRange(min=0), default=5, show_default=True,
               help="Messages per second; 0 sends as fast as the ACKs come back.")
 @click.option("--ack-timeout", type=click.FloatRange(min=0.1), default=10, show_default=True,
               help="Seconds to wait for each ACK before reconnecting and resending.")
@@ -65,8 +65,10 @@ def serve(system: str, data_dir: Path, host: str, port: int, threads: int) -> No
 @click.option("--exit-when-done/--idle-when-done", default=False, show_default=True,
               help="Exit after the last message instead of idling (in the stack, an exiting "
                    "process stops the others).")
+@click.option("--verbose", is_flag=True, help="Also log each message not answered AA.")
 def send_pharmacy(data_dir: Path, host: str, port: int, rate: float, ack_timeout: float,
-                  sites: tuple[str, ...], limit: int | None, exit_when_done: bool) -> None:
+                  sites: tuple[str, ...], limit: int | None, exit_when_done: bool,
+                  verbose: bool) -> None:
     """Stream the pharmacy's HL7 v2.5 messages (System C) to the hub over MLLP."""
     import asyncio
     import logging
@@ -74,7 +76,8 @@ def send_pharmacy(data_dir: Path, host: str, port: int, rate: float, ack_timeout
     from demo_systems.pharmacy import sender
     from demo_systems.sites import site_by_slug_or_facility
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     facilities = []
     for name in sites:
         site = site_by_slug_or_facility(name)

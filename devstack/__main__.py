@@ -160,8 +160,8 @@ def run() -> None:
     manifest = _seed_demo_systems(settings)
     _onboard_demo_tenants(settings, manifest)
 
-    processes = ["inventory", "administration", "api", "hl7", "worker_io", "worker_compute", "beat",
-                 "flower", "ready"]
+    processes = ["inventory", "administration", "pharmacy", "api", "hl7", "worker_io",
+                 "worker_compute", "beat", "flower", "ready"]
     if settings.redis_is_embedded:
         processes.insert(0, "redis")
     env = _process_environment(settings)

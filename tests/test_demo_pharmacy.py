@@ -236,7 +236,8 @@ def run_sender(data_dir: Path, port: int, *extra: str, log_path: Path) -> subpro
     log = open(log_path, "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "demo_systems", "send-pharmacy", "--data-dir", str(data_dir),
-         "--host", "127.0.0.1", "--port", str(port), "--exit-when-done", "--ack-timeout", "5", *extra],
+         "--host", "127.0.0.1", "--port", str(port), "--exit-when-done", "--ack-timeout", "5",
+         "--verbose", *extra],
         cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 

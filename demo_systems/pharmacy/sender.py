@@ -35,7 +35,8 @@ PROGRESS_FILE = "pharmacy-progress.json"
 ATTEMPTS_PER_MESSAGE = 3
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 30.0
-SUMMARY_EVERY_SECONDS = 30.0
+SUMMARY_EVERY_SECONDS = 60.0
+"""The stack keeps to a few log lines a minute: counts once a minute, each refusal at DEBUG."""
 
 log = logging.getLogger("demo_systems.pharmacy.sender")
 
@@ -94,7 +95,8 @@ class _Link:
             try:
                 self.reader, self.writer = await open_hl7_connection(self.host, self.port)
                 self.tally.connections += 1
-                log.info("connected to the hub's MLLP listener at %s:%s", self.host, self.port)
+                log.info("connected to the hub's MLLP listener at %s:%s (connection %d)",
+                         self.host, self.port, self.tally.connections)
             except OSError as error:
                 log.warning("listener at %s:%s unreachable (%s); retrying in %.1fs",
                             self.host, self.port, error.__class__.__name__, delay)
@@ -182,7 +184,7 @@ async def _deliver(link: _Link, message: messages.OutboundMessage, ack_timeout: 
         tally.sent += 1
         tally.acks[code] += 1
         if code != "AA":
-            log.info("%s %s answered %s", message.kind, message.control_id, code)
+            log.debug("%s %s answered %s", message.kind, message.control_id, code)
         return
     tally.given_up += 1
     log.error("gave up on %s %s after %d attempts", message.kind, message.control_id,
