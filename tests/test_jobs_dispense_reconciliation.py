@@ -5,6 +5,7 @@ received over HL7 by the hub), what the eMAR charted (System B) and what left in
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -52,6 +53,34 @@ def test_the_listener_accepted_the_demo_stream_and_refused_its_malformed_message
     assert demo_pharmacy_received["given_up"] == 0
     assert demo_pharmacy_received["AA"] == sum(kinds.values()) - malformed
     assert demo_pharmacy_received["AE"] + demo_pharmacy_received["AR"] == malformed > 0
+
+
+def test_the_hub_stored_none_of_the_streamed_patients_identifiers(hub_app, demo_data_dir,
+                                                                  demo_pharmacy_received):
+    from sqlalchemy import select
+
+    from app.pharmacy.models import (
+        Hl7Message,
+        PharmacyAdministration,
+        PharmacyDispense,
+        PharmacyOrder,
+    )
+
+    with sqlite3.connect(demo_data_dir / pharmacy_store.FILE_NAME) as pharmacy:
+        identifiers = set()
+        for mrn, first, last, birth_date in pharmacy.execute(
+                "SELECT mrn, first_name, last_name, birth_date FROM patients WHERE facility = ?",
+                (PHARMACY_FACILITY,)):
+            identifiers |= {mrn, f"{last}^{first}", f"{first} {last}", birth_date.replace("-", "")}
+    with hub_app.app_context():
+        session = hub_app.extensions["hub"].database.session
+        stored = [repr(row.__dict__) for model in (Hl7Message, PharmacyOrder, PharmacyDispense,
+                                                   PharmacyAdministration)
+                  for row in session.scalars(select(model))]
+        session.rollback()
+
+    assert len(stored) > demo_pharmacy_received["AA"]
+    assert sorted(value for value in identifiers if any(value in row for row in stored)) == []
 
 
 def test_three_way_counts_per_unit_and_medication_match_the_ground_truth(
