@@ -18,7 +18,7 @@ from hl7.mllp import start_hl7_server
 
 from demo_systems.pharmacy import messages as pharmacy_messages
 from demo_systems.pharmacy import store as pharmacy_store
-from demo_systems.pharmacy.sender import PROGRESS_FILE
+from demo_systems.pharmacy.sender import PROGRESS_FILE, Progress
 from demo_systems.seeding import seed
 from demo_systems.sites import site_by_facility
 from tests.fixtures.processes import free_port, stop_process_group, wait_until
@@ -293,3 +293,11 @@ def test_sender_waits_for_the_listener_and_reconnects_after_it_restarts(fresh_pr
     assert {control_id(text) for text in seen + listener.received} == expected_ids
     assert listener.received, "the sender went on after the listener came back"
     assert log_path.read_text().count("connected to the hub's MLLP listener") >= 2
+
+
+def test_progress_of_another_world_is_ignored_so_a_reseeded_stream_starts_over(tmp_path):
+    Progress(tmp_path, {"seed": 1, "orders": 500}).save((120, 2))
+
+    assert Progress(tmp_path, {"seed": 1, "orders": 500}).load() == (120, 2)
+    assert Progress(tmp_path, {"seed": 1, "orders": 900}).load() == (0, 0)
+    assert Progress(tmp_path, {"seed": 2, "orders": 500}).load() == (0, 0)

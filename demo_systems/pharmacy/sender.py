@@ -59,11 +59,14 @@ class Tally:
 
 
 class Progress:
-    """The resume position, kept in a small JSON file next to the pharmacy database."""
+    """The resume position, kept in a small JSON file next to the pharmacy database.
 
-    def __init__(self, data_dir: Path, seed: int):
+    It belongs to one world (seed and order count): after re-seeding, the stream starts over.
+    """
+
+    def __init__(self, data_dir: Path, world: dict):
         self.path = Path(data_dir) / PROGRESS_FILE
-        self.seed = seed
+        self.world = world
 
     def load(self) -> tuple[int, int]:
         """The position after the last acknowledged message; the start for a new world."""
@@ -71,14 +74,15 @@ class Progress:
             saved = json.loads(self.path.read_text())
         except (FileNotFoundError, ValueError):
             return (0, 0)
-        if saved.get("seed") != self.seed:
+        if saved.get("world") != self.world:
             return (0, 0)
         return (int(saved["order"]), int(saved["sent"]))
 
     def save(self, position: tuple[int, int]) -> None:
         """Record ``position``; written aside and renamed so a crash never leaves half a file."""
         staging = self.path.with_suffix(".tmp")
-        staging.write_text(json.dumps({"seed": self.seed, "order": position[0], "sent": position[1]}))
+        staging.write_text(json.dumps({"world": self.world, "order": position[0],
+                                       "sent": position[1]}))
         os.replace(staging, self.path)
 
 
@@ -142,13 +146,14 @@ async def send(*, data_dir: Path, host: str, port: int, rate: float = 0, ack_tim
     database_path = data_dir / store.FILE_NAME
     if not database_path.exists():
         raise FileNotFoundError(f"{database_path} does not exist; run `python -m demo_systems seed` first")
-    progress = Progress(data_dir, manifest_file.read(data_dir)["seed"])
+    database = store.open_read_only(database_path)
+    orders = database.execute("SELECT count(*) FROM orders").fetchone()[0]
+    progress = Progress(data_dir, {"seed": manifest_file.read(data_dir)["seed"], "orders": orders})
     tally = Tally()
     link = _Link(host, port, tally)
     interval = 1 / rate if rate > 0 else 0
     next_slot = time.monotonic()
     last_summary = time.monotonic()
-    database = store.open_read_only(database_path)
     try:
         for position, message in messages.stream(database, after=progress.load(),
                                                  facilities=facilities):
