@@ -24,7 +24,9 @@ from demo_systems.sites import ADMINISTRATION, INVENTORY
 from demo_systems.world import generate
 
 PARALLEL_FROM = 50_000
-"""From this many administrations on, the two databases are built in two processes at once.
+"""From this many administrations on, the inventory database is built in a second process while
+this one builds the eMAR's and the pharmacy's, and the two reconciliation truths are computed
+one in each.
 
 Each process regenerates the same world from the seed (cheaper than shipping rows between
 processes) and loads only its own system's rows; below this size a process start costs more
@@ -69,15 +71,22 @@ def seed(*, data_dir: Path, seed: int, administrations: int, keys_out: Path) -> 
                 administration_counts, administration_truth = build_administration(
                     seed, administrations, administration_db, pharmacy_db)
                 inventory_counts = inventory_job.result()
+                # The two reconciliation truths only read the finished databases: one each.
+                pharmacy_job = pool.submit(ground_truth.pharmacy_part, pharmacy_db,
+                                           administration_db, inventory_db)
+                inventory_truth = ground_truth.inventory_part(inventory_db, administration_db)
+                pharmacy_truth = pharmacy_job.result()
         else:
             inventory_counts = build_inventory(seed, administrations, inventory_db)
             administration_counts, administration_truth = build_administration(
                 seed, administrations, administration_db, pharmacy_db)
+            inventory_truth = ground_truth.inventory_part(inventory_db, administration_db)
+            pharmacy_truth = ground_truth.pharmacy_part(pharmacy_db, administration_db,
+                                                        inventory_db)
         ground_truth.write(staging / ground_truth.FILE_NAME, {
             ADMINISTRATION: administration_truth,
-            INVENTORY: ground_truth.inventory_part(inventory_db, administration_db),
-            pharmacy_store.PRODUCT: ground_truth.pharmacy_part(pharmacy_db, administration_db,
-                                                               inventory_db),
+            INVENTORY: inventory_truth,
+            pharmacy_store.PRODUCT: pharmacy_truth,
         })
         key_files = write_key_files(seed, Path(keys_out))
         manifest.write(staging / manifest.FILE_NAME, manifest.build(seed, key_files))
