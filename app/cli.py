@@ -18,13 +18,14 @@ from app.database import upgrade_schema
 from app.entitlements.cli import entitlements_cli
 from app.extensions import resources
 from app.jobs.cli import dead_letters_cli, smoke
+from app.pharmacy.cli import hl7_cli
 from app.settings import settings_table
 from app.syncs.cli import syncs_cli
 from app.tenants.cli import connections_cli, tenants_cli
 
 hub_cli = AppGroup("hub", help="Operate the medication hub.")
 for _command in (tenants_cli, connections_cli, clients_cli, entitlements_cli, audit_cli,
-                 dead_letters_cli, syncs_cli, smoke):
+                 dead_letters_cli, syncs_cli, hl7_cli, smoke):
     hub_cli.add_command(_command)
 
 

@@ -43,7 +43,7 @@ def running_stack(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("stack") / "var")
     ports = {name: str(free_port()) for name in (
         "HUB_API_PORT", "HUB_FLOWER_PORT", "HUB_EMBEDDED_REDIS_PORT", "DEMO_INVENTORY_PORT",
-        "DEMO_ADMINISTRATION_PORT")}
+        "DEMO_ADMINISTRATION_PORT", "HUB_MLLP_PORT")}
     environment = {key: value for key, value in os.environ.items() if key not in {
         "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
         "HUB_SECRETS_DIR"}}

@@ -16,6 +16,7 @@ from tests.fixtures.hl7 import (
     framed,
     hl7_message,
     read_frame,
+    read_frames,
 )
 from tests.fixtures.processes import wait_until
 
@@ -23,7 +24,7 @@ from tests.fixtures.processes import wait_until
 def exchange(listener, *payloads: bytes) -> list[dict]:
     with listener.connect() as connection:
         connection.sendall(b"".join(framed(payload) for payload in payloads))
-        return [ack_segments(read_frame(connection)) for _ in payloads]
+        return [ack_segments(frame) for frame in read_frames(connection, len(payloads))]
 
 
 def stored(hub_app, model, tenant_id) -> list:
@@ -50,6 +51,8 @@ def test_an_order_is_acknowledged_aa_field_by_field_and_stored(mllp_listener, hu
     assert ack["MSA"][1:3] == ["AA", "TCP-1"]
     assert "ERR" not in ack
     assert len(stored(hub_app, PharmacyOrder, pharmacy_tenant.tenant_id)) == 1
+    assert ('hub_hl7_messages_total{ack_code="AA",message_type="RDE^O11",transport="mllp"}'
+            in mllp_listener.metrics_text())
 
 
 def test_a_frame_split_across_packets_is_read_whole(mllp_listener, pharmacy_tenant):
@@ -96,6 +99,8 @@ def test_an_unknown_message_type_is_rejected_with_200(mllp_listener, pharmacy_te
 
     assert ack["MSA"][1:3] == ["AR", "ADT-1"]
     assert ack["MSH"][9] == "ACK^A01^ACK"
+    assert ('hub_hl7_messages_total{ack_code="AR",message_type="other",transport="mllp"}'
+            in mllp_listener.metrics_text())
     assert ack["ERR"][2] == "MSH^1^9"
     assert ack["ERR"][3] == "200^Unsupported message type^HL70357"
     assert ack["ERR"][4] == "E"
@@ -197,6 +202,9 @@ def test_connections_over_the_cap_are_closed_and_a_freed_slot_serves_again(mllp_
 
     wait_until(served, timeout=10, description="a freed slot")
     assert 'reason="too_many_connections"' in mllp_listener.metrics_text()
+    # Every slot free again before the next test (the listener sees each close on its own).
+    wait_until(lambda: "\nhub_mllp_connections 0.0" in mllp_listener.metrics_text(),
+               timeout=10, description="all connections closed")
 
 
 def test_garbage_and_empty_frames_are_answered_and_never_stop_the_listener(mllp_listener,

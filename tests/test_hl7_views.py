@@ -140,3 +140,18 @@ def test_no_seeded_patient_data_in_the_answers(api, sender):
                                     ("RDE^O11", {"version": "2.3"}))]
 
     assert [value for value in SEEDED_PHI if value in "".join(answers)] == []
+
+
+def test_a_refused_message_naming_another_tenants_sender_leaves_no_receipt(api, hub_app, sender):
+    from app.pharmacy.models import Hl7Message
+
+    _tenant, headers = sender
+    other = onboard_pharmacy_tenant(hub_app)
+
+    api.post("/v1/hl7", data=hl7_message("ORU^R01", sender=other.sender),
+             headers={**headers, "Content-Type": HL7})
+
+    hub = hub_app.extensions["hub"]
+    with hub_app.app_context():
+        assert list(hub.database.session.scalars(
+            select(Hl7Message).where(Hl7Message.tenant_id == other.tenant_id))) == []

@@ -314,3 +314,43 @@ def test_the_cli_sets_a_pharmacy_connections_senders_and_refuses_a_claimed_one(h
     assert refused.exit_code != 0 and "already receives" in refused.output
     ack = receive(hub, hl7_message(sender=sender))
     assert ack["MSA"][1] == "AA"
+
+
+def test_refusals_of_unknown_senders_leave_no_receipt(hub):
+    sender = ("NOBODY", uuid.uuid4().hex[:12])
+    receive(hub, hl7_message(sender=sender))
+    receive(hub, hl7_message("ORU^R01", sender=sender))
+
+    assert hub.database.session.scalar(select(func.count()).select_from(Hl7Message).where(
+        Hl7Message.sender_facility == sender[1])) == 0
+
+
+def test_a_header_refusal_of_a_known_sender_is_kept_for_its_tenant(hub, pharmacy_tenant):
+    ack = receive(hub, hl7_message("ORU^R01", sender=pharmacy_tenant.sender, control_id="C-ORU"))
+
+    [receipt] = rows(hub, Hl7Message, pharmacy_tenant.tenant_id)
+    assert (receipt.control_id, receipt.ack_code, receipt.error_code, receipt.message_type) == (
+        "C-ORU", "AR", "200", "ORU^R01")
+    assert ack["MSA"][1] == "AR"
+
+
+def test_the_cli_lists_a_tenants_messages_with_their_outcome(hub_app, hub, pharmacy_tenant):
+    from tests.fixtures.cli import hub_cli
+
+    receive(hub, hl7_message(sender=pharmacy_tenant.sender, control_id="CLI-OK"))
+    receive(hub, hl7_message(sender=pharmacy_tenant.sender, control_id="CLI-BAD", ndc="1"))
+
+    everything = hub_cli(hub_app, "hl7")("messages", "--tenant", pharmacy_tenant.slug).output
+    refused = hub_cli(hub_app, "hl7")("messages", "--tenant", pharmacy_tenant.slug,
+                                      "--ack", "AE").output
+
+    assert "CLI-OK" in everything and "CLI-BAD" in everything
+    assert "CLI-OK" not in refused and "RDE^O11  AE 102" in refused
+    assert [value for value in SEEDED_PHI if value in everything] == []
+
+
+def test_a_malformed_birth_date_does_not_refuse_a_dose(hub, pharmacy_tenant):
+    ack = receive(hub, hl7_message("RAS^O17", sender=pharmacy_tenant.sender).replace(
+        "19470314", "19471399"))
+
+    assert ack["MSA"][1] == "AA"

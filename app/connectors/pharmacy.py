@@ -19,6 +19,7 @@ the tenant pseudonym before anything is stored. Addresses and the rest of PID ar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import hl7
 from marshmallow import Schema, fields, validate
@@ -226,10 +227,13 @@ def _patient_name(read: _Reader) -> str | None:
 
 
 def _birth_date(read: _Reader) -> str | None:
-    value = field(read.message, "PID", 7)
-    if len(value) >= 8 and value[:8].isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:8]}"
-    return None
+    # Never stored (the policy drops it): a malformed one is left out rather than refusing
+    # the dose over it.
+    value = field(read.message, "PID", 7)[:8]
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8])).isoformat()
+    except ValueError:
+        return None
 
 
 _MAPPERS = {ORDER: (_order, MedicationOrderSchema()), DISPENSE: (_dispense, DispenseSchema()),

@@ -107,6 +107,18 @@ def iter_dispenses(*, db_session: Session, tenant_id: uuid.UUID, unit: str | Non
         yield dispense_record(row)
 
 
+def list_receipts(*, db_session: Session, tenant_id: uuid.UUID | None, ack_code: str | None,
+                  limit: int) -> list[Hl7Message]:
+    """Return the latest message receipts, newest first: of one tenant or all, of one ACK code
+    or all (sender, control id, type, outcome, error code; never message content)."""
+    query = select(Hl7Message).order_by(Hl7Message.received_at.desc(), Hl7Message.id)
+    if tenant_id is not None:
+        query = query.where(Hl7Message.tenant_id == tenant_id)
+    if ack_code is not None:
+        query = query.where(Hl7Message.ack_code == ack_code)
+    return list(db_session.scalars(query.limit(limit)))
+
+
 # --- senders and tenants ------------------------------------------------------------------
 
 def _claims(connection: Connection) -> set[tuple[str, str]]:
@@ -222,13 +234,24 @@ def _answer(*, transport: str, header: Header | None, ack_code: str, ack: str,
 
 
 def _record_refusal(*, db_session: Session, header: Header | None, refusal: Refusal,
-                    transport: str, tenant_id: uuid.UUID | None) -> None:
+                    transport: str, tenant_id: uuid.UUID | None,
+                    caller: uuid.UUID | None = None) -> None:
     """Keep a refused message's receipt (sender, control id, code) for operators, best effort:
-    a refusal is answered even when this fails. An already accepted message keeps its row."""
+    a refusal is answered even when this fails. An already accepted message keeps its row.
+
+    Only for senders a tenant's connection names: anyone can reach the MLLP port, and
+    unknown senders must not be able to fill the table (they are logged and counted); over
+    HTTP (``caller``, the client's tenant) only for the caller's own senders."""
     key = _receipt_key(header)
     if key is None:
         return
     try:
+        if tenant_id is None:
+            connection = sender_connection(db_session=db_session, application=key[0],
+                                           facility=key[1])
+            if connection is None or caller not in (None, connection.tenant_id):
+                return
+            tenant_id = connection.tenant_id
         existing = _receipt(db_session, key)
         if existing is None:
             db_session.add(Hl7Message(
@@ -252,9 +275,10 @@ def _receipt(db_session: Session, key: tuple[str, str, str]) -> Hl7Message | Non
 
 
 def _refused(*, db_session: Session, refusal: Refusal, transport: str,
-             header: Header | None, tenant_id: uuid.UUID | None = None) -> bytes:
+             header: Header | None, tenant_id: uuid.UUID | None = None,
+             caller: uuid.UUID | None = None) -> bytes:
     _record_refusal(db_session=db_session, header=header, refusal=refusal, transport=transport,
-                    tenant_id=tenant_id)
+                    tenant_id=tenant_id, caller=caller)
     return _answer(transport=transport, header=header, ack_code=refusal.ack_code,
                    ack=refusal_acknowledgement(refusal), error_code=refusal.error_code,
                    reason=refusal.reason)
@@ -288,7 +312,7 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
         inbound = read_message(raw, structures=connector.STRUCTURES)
     except Refusal as refusal:
         return _refused(db_session=db_session, refusal=refusal, transport=transport,
-                        header=refusal.header)
+                        header=refusal.header, caller=tenant_id)
     header = inbound.header
 
     def refuse(refusal: Refusal, tenant: uuid.UUID | None = None) -> bytes:
@@ -304,8 +328,14 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
                                      "belong to no tenant.", location="MSH^1^3"))
     if tenant_id is not None and connection.tenant_id != tenant_id:
         # Said as "unknown" on purpose: a client learns nothing of other tenants' senders.
-        return refuse(Refusal("204", "The sending application and facility (MSH-3, MSH-4) "
-                                     "belong to no tenant.", location="MSH^1^3"))
+        # Not recorded either: a client may not write receipts under another tenant.
+        refusal = Refusal("204", "The sending application and facility (MSH-3, MSH-4) belong "
+                                 "to no tenant.", location="MSH^1^3")
+        refusal.source, refusal.header, refusal.control_id = \
+            inbound.message, header, header.control_id
+        return _answer(transport=transport, header=header, ack_code="AR",
+                       ack=refusal_acknowledgement(refusal), error_code="204",
+                       reason=refusal.reason)
     if not tenant_owns_product(db_session=db_session, tenant_id=str(connection.tenant_id),
                                product=PRODUCT, remembered=False):
         return refuse(Refusal("204", "The sender's tenant is not entitled to the pharmacy "
