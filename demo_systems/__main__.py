@@ -3,6 +3,7 @@
     python -m demo_systems seed --data-dir DIR --seed 42 --administrations 20000 --keys-out DIR
     python -m demo_systems serve inventory|administration --data-dir DIR --host 127.0.0.1 --port P
         [--threads 64]
+    python -m demo_systems send-pharmacy --data-dir DIR --host 127.0.0.1 --port P [--rate 5]
 """
 from __future__ import annotations
 
@@ -47,6 +48,49 @@ def serve(system: str, data_dir: Path, host: str, port: int, threads: int) -> No
     from demo_systems.serving import serve as run
 
     run(system, data_dir=data_dir, host=host, port=port, threads=threads)
+
+
+@cli.command("send-pharmacy")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="The hub's MLLP listener.")
+@click.option("--port", type=click.IntRange(1, 65535), required=True)
+@click.option("--rate", type=click.FloatRange(min=0), default=5, show_default=True,
+              help="Messages per second; 0 sends as fast as the ACKs come back.")
+@click.option("--ack-timeout", type=click.FloatRange(min=0.1), default=10, show_default=True,
+              help="Seconds to wait for each ACK before reconnecting and resending.")
+@click.option("--site", "sites", multiple=True,
+              help="Send only this site's messages (slug or facility; repeatable) [default: all].")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="Stop after this many acknowledged messages (the next run resumes there).")
+@click.option("--exit-when-done/--idle-when-done", default=False, show_default=True,
+              help="Exit after the last message instead of idling (in the stack, an exiting "
+                   "process stops the others).")
+@click.option("--verbose", is_flag=True, help="Also log each message not answered AA.")
+def send_pharmacy(data_dir: Path, host: str, port: int, rate: float, ack_timeout: float,
+                  sites: tuple[str, ...], limit: int | None, exit_when_done: bool,
+                  verbose: bool) -> None:
+    """Stream the pharmacy's HL7 v2.5 messages (System C) to the hub over MLLP."""
+    import asyncio
+    import logging
+
+    from demo_systems.pharmacy import sender
+    from demo_systems.sites import site_by_slug_or_facility
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    facilities = []
+    for name in sites:
+        site = site_by_slug_or_facility(name)
+        if site is None:
+            raise click.BadParameter(f"unknown site {name!r}", param_hint="--site")
+        facilities.append(site.facility)
+    options = dict(data_dir=data_dir, host=host, port=port, rate=rate, ack_timeout=ack_timeout,
+                   limit=limit, facilities=tuple(facilities) or None)
+    try:
+        asyncio.run(sender.send(**options) if exit_when_done or limit is not None
+                    else sender.send_then_idle(**options))
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

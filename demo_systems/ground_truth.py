@@ -9,6 +9,10 @@ serves its own part.
 * ``inventory``: per site × unit of the sites running both systems, ``matched`` (doses whose
   barcode was dispensed to that unit), ``administered_without_dispense`` and
   ``dispensed_never_administered``.
+* ``pharmacy``: per site × unit × NDC-11 of the pharmacy sites, what the pharmacy dispensed
+  (``dispenses``, ``dispensed_quantity``), what the eMAR charted (``administrations``,
+  ``administered_quantity``), what left inventory (``inventory_dispenses``), and the seeded
+  discrepancies ``dispensed_never_charted`` and ``charted_never_dispensed``; plus per-site totals.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from demo_systems.formulary import FORMULARY
 from demo_systems.sites import ADMINISTRATION, INVENTORY, SITES, site_by_facility, site_by_slug_or_facility
 from demo_systems.world import REFERENCE_END, WINDOW_START
 
@@ -38,6 +43,17 @@ def inventory_part(inventory_db: Path, administration_db: Path) -> dict:
     try:
         connection.execute("ATTACH DATABASE ? AS emar", (str(administration_db),))
         return _reconciliation_truth(connection)
+    finally:
+        connection.close()
+
+
+def pharmacy_part(pharmacy_db: Path, administration_db: Path, inventory_db: Path) -> dict:
+    """The pharmacy's three-way reconciliation truth, which needs all three databases."""
+    connection = sqlite3.connect(pharmacy_db)
+    try:
+        connection.execute("ATTACH DATABASE ? AS emar", (str(administration_db),))
+        connection.execute("ATTACH DATABASE ? AS inventory", (str(inventory_db),))
+        return _pharmacy_truth(connection)
     finally:
         connection.close()
 
@@ -129,6 +145,100 @@ def _reconciliation_truth(connection: sqlite3.Connection) -> dict:
                 "dispensed_never_administered": measured.get("dispensed_never_administered", 0),
             })
     return {"reconciliation_by_site_unit": units}
+
+
+_ONE_DOSE = 1 << 20
+"""One charted dose in a packed dose entry; the bits below it number the entry's row."""
+
+
+def _pharmacy_truth(connection: sqlite3.Connection) -> dict:
+    # A dispense is "charted" when the eMAR holds a dose of that drug for that patient at the
+    # time the pharmacy heard it was given; matching on the eMAR's own rows (not on which
+    # orders the generator meant to chart) keeps this an independent count.
+    connection.executescript("""
+        CREATE TEMP TABLE ndc_forms (ndc10 TEXT PRIMARY KEY, ndc11 TEXT NOT NULL);
+        CREATE TEMP TABLE pharmacy_units (facility TEXT, unit TEXT, ward TEXT,
+                                          PRIMARY KEY (facility, ward));
+    """)
+    connection.executemany("INSERT INTO ndc_forms VALUES (?, ?)",
+                           [(drug.ndc10, drug.ndc11) for drug in FORMULARY])
+    facilities = [facility for (facility,) in connection.execute("SELECT facility FROM facilities")]
+    connection.executemany("INSERT INTO pharmacy_units VALUES (?, ?, ?)",
+                           [(site.facility, unit.code, unit.ward)
+                            for site in SITES if site.facility in facilities for unit in site.units])
+    rows: dict[tuple[str, str, str], dict] = {}
+
+    def row(facility: str, unit: str, ndc11: str) -> dict:
+        return rows.setdefault((facility, unit, ndc11), {
+            "dispenses": 0, "dispensed_quantity": 0.0, "administrations": 0,
+            "administered_quantity": 0.0, "inventory_dispenses": 0,
+            "dispensed_never_charted": 0, "charted_never_dispensed": 0})
+
+    # A dose is (administration time, patient, drug) packed into one int, and what is known
+    # of it (doses charted, the row it counts in) into another, so a million doses fit in a
+    # plain dict; grouping them in SQL would sort them, several times slower.
+    drug_numbers = {drug.ndc11: number for number, drug in enumerate(FORMULARY)}
+    row_numbers: dict[tuple[str, str, str], int] = {}
+    numbered_rows: list[dict] = []
+
+    def row_number(facility: str, unit: str, ndc11: str) -> int:
+        number = row_numbers.get((facility, unit, ndc11))
+        if number is None:
+            number = row_numbers[(facility, unit, ndc11)] = len(numbered_rows)
+            numbered_rows.append(row(facility, unit, ndc11))
+        return number
+
+    charted: dict[int, int] = {}
+    for facility, unit, patient_id, ndc11, given, quantity in connection.execute("""
+            SELECT a.facility, u.unit, a.patient_id, a.ndc11, a.given_epoch, a.dose_qty
+            FROM emar.administrations a
+            JOIN pharmacy_units u ON u.facility = a.facility AND u.ward = a.ward"""):
+        number = row_number(facility, unit, ndc11)
+        key = (given * 4_194_304 + patient_id) * 64 + drug_numbers[ndc11]
+        charted[key] = charted.get(key, number) + _ONE_DOSE
+        entry = numbered_rows[number]
+        entry["administrations"] += 1
+        entry["administered_quantity"] += quantity
+    for facility, unit, patient_id, ndc11, given, quantity in connection.execute(
+            "SELECT facility, unit, patient_id, ndc11, given_epoch, quantity FROM orders"
+            " WHERE dispensed_epoch IS NOT NULL"):
+        entry = numbered_rows[row_number(facility, unit, ndc11)]
+        entry["dispenses"] += 1
+        entry["dispensed_quantity"] += quantity
+        key = (given * 4_194_304 + patient_id) * 64 + drug_numbers[ndc11] if given else None
+        known = charted.get(key, 0)
+        if known >= _ONE_DOSE:
+            charted[key] = known - _ONE_DOSE
+        else:
+            entry["dispensed_never_charted"] += 1
+    for known in charted.values():
+        if known >= _ONE_DOSE:
+            numbered_rows[known % _ONE_DOSE]["charted_never_dispensed"] += known // _ONE_DOSE
+    for facility, unit, ndc11, count in connection.execute("""
+            SELECT u.facility, u.unit, n.ndc11, count(*) FROM inventory.containers c
+            JOIN ndc_forms n ON n.ndc10 = c.ndc10
+            JOIN facilities f ON f.site = c.site
+            JOIN pharmacy_units u ON u.facility = f.facility AND u.unit = c.unit
+            WHERE c.dispensed_epoch IS NOT NULL GROUP BY u.facility, u.unit, n.ndc11"""):
+        row(facility, unit, ndc11)["inventory_dispenses"] = count
+
+    uom = {drug.ndc11: drug.dose_uom for drug in FORMULARY}
+    by_unit = [
+        {"site": site_by_facility(facility).slug, "facility": facility, "unit": unit,
+         "ndc11": ndc11, "dose_uom": uom[ndc11], **measures}
+        for (facility, unit, ndc11), measures in sorted(rows.items())
+    ]
+    totals: dict[str, dict[str, int]] = {}
+    for entry in by_unit:
+        total = totals.setdefault(entry["site"], {
+            "dispenses": 0, "administrations": 0, "inventory_dispenses": 0,
+            "dispensed_never_charted": 0, "charted_never_dispensed": 0})
+        for measure in total:
+            total[measure] += entry[measure]
+    orders = dict(connection.execute("SELECT facility, count(*) FROM orders GROUP BY facility"))
+    for facility, count in orders.items():
+        totals.setdefault(site_by_facility(facility).slug, {})["orders"] = count
+    return {"dispensing_by_site_unit_ndc11": by_unit, "totals_by_site": totals}
 
 
 def filter_by_site(part: dict, site: str) -> dict:

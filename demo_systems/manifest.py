@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from demo_systems.sites import ADMINISTRATION, INVENTORY, SITES
+from demo_systems.pharmacy.store import PHARMACY_SITES, PRODUCT, SENDING_APPLICATION
+from demo_systems.sites import ADMINISTRATION, INVENTORY, SITES, Site
 
 FILE_NAME = "manifest.json"
 
@@ -19,7 +20,9 @@ API_PATHS = {
 
 
 def build(seed: int, key_files: dict[tuple[str, str], Path]) -> dict:
-    """The manifest of a world: its seed, and per site the systems it runs with key file and API path."""
+    """The manifest of a world: its seed, and per site the systems it runs: for the HTTP systems
+    their key file and API path, for the pharmacy (which pushes HL7 to the hub) the senders the
+    hub must map to the site's tenant."""
     return {
         "seed": seed,
         "sites": [
@@ -32,7 +35,7 @@ def build(seed: int, key_files: dict[tuple[str, str], Path]) -> dict:
                     system: {"key_file": str(key_files[(system, site.slug)]),
                              "path": API_PATHS[system].format(site=site)}
                     for system in site.systems
-                },
+                } | _pushing_systems(site),
             }
             for site in SITES
         ],
@@ -50,3 +53,10 @@ def read(data_dir: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `python -m demo_systems seed` first")
     return json.loads(path.read_text())
+
+
+def _pushing_systems(site: Site) -> dict:
+    if site not in PHARMACY_SITES:
+        return {}
+    return {PRODUCT: {"options": {"senders": [
+        {"application": SENDING_APPLICATION, "facility": site.facility}]}}}

@@ -215,7 +215,8 @@ def run() -> None:
     _onboard_demo_tenants(settings, manifest)
     _subscribe_demo_tenants(settings, manifest)
 
-    processes = ["inventory", "administration", "subscriber", "api", "hl7", "worker_io",
+    processes = ["inventory", "administration", "pharmacy", "subscriber", "api", "hl7",
+                 "worker_io",
                  "worker_compute", "beat", "flower", "ready"]
     if settings.redis_is_embedded:
         processes.insert(0, "redis")

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.clients.service import ensure_client, new_client_secret
+from app.connectors.credentials import NO_CREDENTIAL
 from app.entitlements.service import grant_entitlement
 from app.events.models import Subscription
 from app.events.signing import signing_secret
@@ -37,6 +38,8 @@ from app.tenants.service import (
 DEMO_CLIENTS = {
     "administration": ("emar", ["inventory:read"]),
     "inventory": ("inventory", ["administrations:read"]),
+    # The pharmacy pushes its HL7 messages; over HTTP (POST /v1/hl7) it needs this scope.
+    "pharmacy": ("pharmacy", ["hl7:write"]),
 }
 OPERATOR_SCOPES = ["admin", "audit:read", "jobs:read", "jobs:write"]
 
@@ -84,11 +87,17 @@ def onboard_demo_sites(*, db_session: Session, manifest_path: Path, system_urls:
         tenant = ensure_tenant(db_session=db_session, slug=site["site"], name=site["name"])
         for product_code, system in sorted(site["systems"].items()):
             product = get_product(db_session=db_session, code=product_code)
+            options = {"facility": site["facility"], **system.get("options", {})}
+            if "path" in system:
+                base_url = system_urls[product_code].rstrip("/") + system["path"]
+                credential = credential_ref(Path(system["key_file"]), secrets_dir)
+            else:
+                # A system that pushes to the hub (the pharmacy's HL7 feed) has no address for
+                # the hub to call and no credential to present; its options name its senders.
+                base_url, credential = "", NO_CREDENTIAL
             ensure_connection(
-                db_session=db_session, tenant=tenant, product=product,
-                base_url=system_urls[product_code].rstrip("/") + system["path"],
-                credential_ref=credential_ref(Path(system["key_file"]), secrets_dir),
-                timezone=site["timezone"], options={"facility": site["facility"]})
+                db_session=db_session, tenant=tenant, product=product, base_url=base_url,
+                credential_ref=credential, timezone=site["timezone"], options=options)
             grant_entitlement(db_session=db_session, tenant=tenant, product=product)
 
         clients = [(f"{site['site']}-{suffix}", product_code, scopes)

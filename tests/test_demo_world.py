@@ -203,7 +203,7 @@ def test_administration_truth_agrees_with_an_independent_recount(demo_data_dir):
 
 def test_key_files_are_owner_only_one_per_site_and_system(demo_data_dir, demo_manifest):
     key_files = [Path(system["key_file"]) for entry in demo_manifest["sites"]
-                 for system in entry["systems"].values()]
+                 for system in entry["systems"].values() if "key_file" in system]
     assert len(key_files) == 5
     assert {path.name for path in key_files} == {
         "inventory-north-general.key", "inventory-river-valley.key",
@@ -223,6 +223,8 @@ def test_manifest_tells_the_hub_each_sites_systems_and_paths(demo_manifest):
     assert north["timezone"] == "America/New_York"
     assert north["systems"][INVENTORY]["path"] == "/api/v2/sites/north-general"
     assert north["systems"][ADMINISTRATION]["path"] == "/emar/v1/facilities/NGH"
+    assert north["systems"]["pharmacy"] == {
+        "options": {"senders": [{"application": "DEMO-PHARMACY", "facility": "NGH"}]}}
 
 
 def test_reseeding_replaces_the_world_and_the_same_seed_reproduces_it(tmp_path):
@@ -235,7 +237,8 @@ def test_reseeding_replaces_the_world_and_the_same_seed_reproduces_it(tmp_path):
     assert all_rows(tmp_path / "data" / "administration.db", "administrations") == first
     assert all_rows(tmp_path / "data" / "inventory.db", "containers") == first_containers
     assert sorted(path.name for path in (tmp_path / "data").iterdir()) == [
-        "administration.db", "ground-truth.json", "inventory.db", "manifest.json"]
+        "administration.db", "ground-truth.json", "inventory.db", "manifest.json",
+        "pharmacy.db"]
 
 
 def test_ground_truth_can_be_narrowed_to_one_site(demo_data_dir):

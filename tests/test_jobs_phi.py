@@ -54,10 +54,11 @@ def _job_units(hub_app, job_id: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def scanned_jobs(flower, hub_app, tokens, truth, demo_inventory, demo_administration
-                 ) -> ScannedJobs:
-    """Run an hourly administration count and a suppressed reconciliation for north-general to
-    success while Flower listens, and wait until Flower has seen every task of both."""
+def scanned_jobs(flower, hub_app, tokens, truth, demo_inventory, demo_administration,
+                 demo_pharmacy_received) -> ScannedJobs:
+    """Run an hourly administration count, a suppressed reconciliation and a three-way dispense
+    reconciliation (its pharmacy side received over HL7, PID and all) for north-general to
+    success while Flower listens, and wait until Flower has seen every task of each."""
     for server in (demo_inventory, demo_administration):
         server.admin.clear_faults()
     forget_breakers(hub_app)
@@ -69,6 +70,8 @@ def scanned_jobs(flower, hub_app, tokens, truth, demo_inventory, demo_administra
             "window": full_window(truth), "group_by": ["unit", "medication", "hour"]}},
         "dose_reconciliation": {"type": "dose_reconciliation", "params": {
             "window": full_window(truth), "suppress_below": 5}},
+        "dispense_reconciliation": {"type": "dispense_reconciliation", "params": {
+            "window": full_window(truth)}},
     }
     scanned = ScannedJobs(tenant_id="", job_ids={}, units={})
     for job_type, body in requests.items():
@@ -103,7 +106,7 @@ def scanned_jobs(flower, hub_app, tokens, truth, demo_inventory, demo_administra
         return True
 
     wait_until(flower_saw_every_task, timeout=30, interval=0.25,
-               description="Flower to list every task of both jobs as succeeded")
+               description="Flower to list every task of the jobs as succeeded")
     return scanned
 
 
@@ -196,6 +199,8 @@ def test_job_api_answers_hold_no_phi(scanned_jobs, seeded_identifiers):
 
     assert counts["records"] > 0 and {"unit", "medication", "hour"} <= set(counts["groups"][0])
     assert reconciliation["suppressed_below"] == 5
+    dispensing = scanned_jobs.jobs[scanned_jobs.job_ids["dispense_reconciliation"]]["result"]
+    assert dispensing["totals"]["pharmacy_dispenses"] > 0
     assert leaks_in("\n".join(scanned_jobs.bodies), seeded_identifiers) == []
 
 

@@ -9,7 +9,12 @@ from decimal import Decimal
 
 import pytest
 
-from app.jobs.results import MERGERS, merge_administration_counts, merge_dose_reconciliation
+from app.jobs.results import (
+    MERGERS,
+    merge_administration_counts,
+    merge_dispense_reconciliation,
+    merge_dose_reconciliation,
+)
 from app.phi.boundary import UnsafeResult, assert_phi_free
 
 WINDOW = {"since": "2026-11-06T00:00:00Z", "until": "2026-11-20T00:00:00Z"}
@@ -35,6 +40,17 @@ def reconciliation_partial(unit="ICU-1", *, dispensed=10, matched=8, without_dis
     return {"unit": unit, "dispensed": dispensed, "matched": matched,
             "administered_without_dispense": without_dispense,
             "dispensed_never_administered": never_administered}
+
+
+def dispensing_partial(unit="ICU-1", *medications: dict) -> dict:
+    return {"unit": unit, "medications": list(medications)}
+
+
+def dispensing(medication=MORPHINE, *, pharmacy=10, charted=10, inventory=10, dose=2.0,
+               dose_unit="mg") -> dict:
+    return {"medication": medication, "dose_unit": dose_unit, "pharmacy_dispenses": pharmacy,
+            "pharmacy_quantity": pharmacy * dose, "administrations": charted,
+            "administered_quantity": charted * dose, "inventory_dispenses": inventory}
 
 
 def counts_params(group_by=("unit", "medication"), **extra) -> dict:
@@ -205,6 +221,38 @@ def test_a_suppressed_unit_figure_cannot_be_recovered_from_the_totals():
         f"totals.matched={total} minus ICU-2's 40 reveals ICU-1's suppressed count")
 
 
+# --- dispense reconciliation -----------------------------------------------------------------
+
+def test_dispensing_rows_are_flagged_where_the_three_systems_disagree():
+    merged = merge_dispense_reconciliation([
+        dispensing_partial("ICU-1", dispensing(MORPHINE, pharmacy=12, charted=10, inventory=12),
+                           dispensing(HEPARIN, pharmacy=5, charted=5, inventory=5)),
+        dispensing_partial("ED-1", dispensing(MORPHINE, pharmacy=3, charted=4, inventory=2)),
+    ], params={"window": WINDOW})
+
+    flags = {(unit["unit"], row["medication"]): row["flags"]
+             for unit in merged["units"] for row in unit["medications"]}
+    assert flags == {("ED-1", MORPHINE): ["charted_above_pharmacy",
+                                          "inventory_differs_from_pharmacy"],
+                     ("ICU-1", HEPARIN): [], ("ICU-1", MORPHINE): ["pharmacy_above_charted"]}
+    assert merged["totals"] == {"pharmacy_dispenses": 20, "administrations": 19,
+                                "inventory_dispenses": 19, "flagged": 2}
+    assert [unit["unit"] for unit in merged["units"]] == ["ED-1", "ICU-1"]
+
+
+def test_suppressed_dispensing_counts_hide_their_quantities_and_revealing_totals():
+    merged = merge_dispense_reconciliation([
+        dispensing_partial("ICU-1", dispensing(MORPHINE, pharmacy=3, charted=30, inventory=30)),
+        dispensing_partial("ED-1", dispensing(MORPHINE, pharmacy=40, charted=40, inventory=40)),
+    ], params={"window": WINDOW, "suppress_below": 5})
+
+    icu = merged["units"][1]["medications"][0]
+    assert (icu["pharmacy_dispenses"], icu["pharmacy_quantity"]) == ("<5", None)
+    assert icu["administered_quantity"] == 60.0
+    assert merged["totals"]["pharmacy_dispenses"] is None
+    assert merged["totals"]["administrations"] == 70
+
+
 # --- the PHI check --------------------------------------------------------------------------
 
 def real_counts_result() -> dict:
@@ -217,6 +265,15 @@ def real_counts_result() -> dict:
     return result
 
 
+def real_dispensing_result() -> dict:
+    result = merge_dispense_reconciliation(
+        [dispensing_partial("ICU-1", dispensing(MORPHINE, pharmacy=3),
+                            dispensing(HEPARIN, dose_unit="unit"))],
+        params={"window": WINDOW, "suppress_below": 5})
+    result["window"] = dict(WINDOW)
+    return result
+
+
 def real_reconciliation_result() -> dict:
     result = merge_dose_reconciliation(
         [reconciliation_partial("ICU-1"), reconciliation_partial("ED-1", matched=2)],
@@ -225,14 +282,17 @@ def real_reconciliation_result() -> dict:
     return result
 
 
-@pytest.mark.parametrize("make", [real_counts_result, real_reconciliation_result],
-                         ids=["administration_counts", "dose_reconciliation"])
+@pytest.mark.parametrize("make", [real_counts_result, real_reconciliation_result,
+                                  real_dispensing_result],
+                         ids=["administration_counts", "dose_reconciliation",
+                              "dispense_reconciliation"])
 def test_real_merged_results_pass_the_check(make):
     assert_phi_free(make())  # does not raise
 
 
 def test_every_merger_is_covered():
-    assert set(MERGERS) == {"administration_counts", "dose_reconciliation"}
+    assert set(MERGERS) == {"administration_counts", "dose_reconciliation",
+                            "dispense_reconciliation"}
 
 
 @pytest.mark.parametrize("name", ["patient", "mrn", "name", "note", "birth_date", "nurse_id",

@@ -178,6 +178,30 @@ def dispensed_barcodes(target: ConnectionTarget, *, unit: str, since: datetime,
     return barcodes
 
 
+def dispensed_by_medication(target: ConnectionTarget, *, unit: str, since: datetime,
+                            until: datetime) -> dict[str, int]:
+    """Return how many containers were dispensed to ``unit`` in [since, until), per NDC-11.
+
+    A movement does not name its drug: the window's dispense movements say which containers
+    left, the unit's dispensed containers say what each one held (bounded memory: one page plus
+    the window's barcodes)."""
+    barcodes = dispensed_barcodes(target, unit=unit, since=since, until=until)
+    counts: dict[str, int] = {}
+    if not barcodes:
+        return counts
+    for items in _native_pages(target, ("containers",), {
+            "unit": _native_unit(target, unit), "status": "dispensed"}):
+        for native in items:
+            if native.get("barcode") not in barcodes:
+                continue
+            try:
+                ndc11 = normalize_ndc(native["drug"]["ndc"])
+            except (KeyError, TypeError, ValueError):
+                continue  # a container whose drug cannot be read counts for no medication
+            counts[ndc11] = counts.get(ndc11, 0) + 1
+    return counts
+
+
 def unit_codes(target: ConnectionTarget) -> list[str]:
     """Return the canonical codes of the site's units (pharmacy excluded)."""
     catalogue = _get(target, ("locations",))
@@ -298,7 +322,8 @@ CONNECTOR = Connector(
     name="inventory-rest", product="inventory", title="Medication inventory",
     transport="http-pull", options_schema=ConnectionOptionsSchema,
     capabilities={"container_origin": container_origin, "containers_on_hand": containers_on_hand,
-                  "dispensed_barcodes": dispensed_barcodes, "unit_codes": unit_codes,
+                  "dispensed_barcodes": dispensed_barcodes,
+                  "dispensed_by_medication": dispensed_by_medication, "unit_codes": unit_codes,
                   "location_catalogue": location_catalogue,
                   "iter_container_pages": iter_container_pages,
                   "iter_movement_pages": iter_movement_pages,

@@ -56,6 +56,8 @@ CAPABILITIES = {
     "containers_on_hand": "(target, *, unit, ndc11, position, page_size) -> (canonical "
                           "containers, next position | None)",
     "dispensed_barcodes": "(target, *, unit, since, until) -> set of container barcodes",
+    "dispensed_by_medication": "(target, *, unit, since, until) -> {NDC-11: containers "
+                               "dispensed to the unit}",
     "unit_codes": "(target) -> canonical unit codes of the site",
     "location_catalogue": "(target) -> canonical location catalogue entries",
     "iter_container_pages": "(target) -> generator of canonical container pages",

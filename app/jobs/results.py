@@ -68,5 +68,57 @@ def merge_dose_reconciliation(partials: Iterable[dict], *, params: dict) -> dict
             **({"suppressed_below": below} if below else {})}
 
 
+# Where the three systems disagree about a unit's medication (counts, before suppression).
+PHARMACY_ABOVE_CHARTED = "pharmacy_above_charted"
+"""The pharmacy dispensed more doses than the eMAR charted: doses unaccounted for."""
+CHARTED_ABOVE_PHARMACY = "charted_above_pharmacy"
+"""The eMAR charted more doses than the pharmacy dispensed: doses from elsewhere."""
+INVENTORY_DIFFERS = "inventory_differs_from_pharmacy"
+"""What left inventory for the unit is not what the pharmacy says it dispensed."""
+
+_DISPENSING_COUNTS = ("pharmacy_dispenses", "administrations", "inventory_dispenses")
+_DISPENSING_QUANTITIES = {"pharmacy_quantity": "pharmacy_dispenses",
+                          "administered_quantity": "administrations"}
+
+
+def _dispensing_flags(counts: dict) -> list[str]:
+    flags = []
+    if counts["pharmacy_dispenses"] > counts["administrations"]:
+        flags.append(PHARMACY_ABOVE_CHARTED)
+    elif counts["administrations"] > counts["pharmacy_dispenses"]:
+        flags.append(CHARTED_ABOVE_PHARMACY)
+    if counts["inventory_dispenses"] != counts["pharmacy_dispenses"]:
+        flags.append(INVENTORY_DIFFERS)
+    return flags
+
+
+def merge_dispense_reconciliation(partials: Iterable[dict], *, params: dict) -> dict:
+    """List each unit's medications with the three systems' counts and quantities and where
+    they disagree, and the totals over all units."""
+    below = params.get("suppress_below")
+    units, totals, flagged = [], dict.fromkeys(_DISPENSING_COUNTS, 0), 0
+    for partial in sorted(partials, key=lambda item: item["unit"]):
+        medications = []
+        for entry in partial["medications"]:
+            row = {"medication": entry["medication"], "dose_unit": entry["dose_unit"]}
+            for count in _DISPENSING_COUNTS:
+                row[count] = _suppress(entry[count], below)
+                totals[count] += entry[count]
+            for quantity, count in _DISPENSING_QUANTITIES.items():
+                # A quantity would reveal the size of a suppressed count.
+                row[quantity] = None if isinstance(row[count], str) else round(entry[quantity], 4)
+            row["flags"] = _dispensing_flags(entry)
+            flagged += bool(row["flags"])
+            medications.append(row)
+        units.append({"unit": partial["unit"], "medications": medications})
+    hidden = {count for count in _DISPENSING_COUNTS if any(
+        isinstance(row[count], str) for unit in units for row in unit["medications"])}
+    return {"type": "dispense_reconciliation", "units": units,
+            "totals": {**{count: _suppressed_total(value, below, count in hidden)
+                          for count, value in totals.items()}, "flagged": flagged},
+            **({"suppressed_below": below} if below else {})}
+
+
 MERGERS = {"administration_counts": merge_administration_counts,
-           "dose_reconciliation": merge_dose_reconciliation}
+           "dose_reconciliation": merge_dose_reconciliation,
+           "dispense_reconciliation": merge_dispense_reconciliation}

@@ -19,7 +19,7 @@ from app.paging import CursorField
 
 MAX_WINDOW = timedelta(days=31)
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-JOB_TYPES = ("administration_counts", "dose_reconciliation")
+JOB_TYPES = ("administration_counts", "dose_reconciliation", "dispense_reconciliation")
 
 
 class WindowSchema(StrictSchema):
@@ -58,6 +58,10 @@ class AdministrationCountsParamsSchema(JobParamsSchema):
 
 
 class DoseReconciliationParamsSchema(JobParamsSchema):
+    pass
+
+
+class DispenseReconciliationParamsSchema(JobParamsSchema):
     pass
 
 
@@ -116,7 +120,8 @@ class JobPageSchema(Schema):
 
 
 PARAMS_SCHEMAS = {"administration_counts": AdministrationCountsParamsSchema,
-                  "dose_reconciliation": DoseReconciliationParamsSchema}
+                  "dose_reconciliation": DoseReconciliationParamsSchema,
+                  "dispense_reconciliation": DispenseReconciliationParamsSchema}
 
 
 class DeadLetterSchema(Schema):

@@ -36,7 +36,7 @@ from app.jobs import dispatch
 from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
 from app.jobs.results import MERGERS
 from app.jobs.schemas import PARAMS_SCHEMAS
-from app.jobs.work import count_unit_administrations, reconcile_unit
+from app.jobs.work import count_unit_administrations, reconcile_unit, reconcile_unit_dispensing
 from app.phi.boundary import assert_phi_free
 from app.problems import Problem
 from app.settings import Settings
@@ -45,15 +45,20 @@ from app.tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
-# Which products each job type reads: the tenant must own every one of them.
+# Which products each job type reads: the tenant must own every one of them. The first is the
+# one whose unit catalogue a submission's units are checked against.
 JOB_PRODUCTS = {"administration_counts": ("administration",),
-                "dose_reconciliation": ("inventory", "administration")}
+                "dose_reconciliation": ("inventory", "administration"),
+                "dispense_reconciliation": ("inventory", "administration", "pharmacy")}
 # What each job type asks of each product's connector (app.connectors.registry): checked at
 # submission, so a tenant whose system cannot answer is told so before anything is queued.
+# (The pharmacy pushes to the hub: a dispense reconciliation reads its store, not a connector.)
 JOB_CAPABILITIES = {
     "administration_counts": {"administration": ("unit_codes", "iter_administrations")},
     "dose_reconciliation": {"inventory": ("unit_codes", "dispensed_barcodes"),
                             "administration": ("iter_administrations",)},
+    "dispense_reconciliation": {"inventory": ("unit_codes", "dispensed_by_medication"),
+                                "administration": ("iter_administrations",)},
 }
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE_STATUSES = ("queued", "running")
@@ -406,6 +411,10 @@ def compute_unit(*, db_session: Session, settings: Settings, job_id: str, unit: 
         return count_unit_administrations(
             target("administration"), unit=unit, since=since, until=until,
             ndc11=job.params.get("medication"), group_by=job.params["group_by"])
+    if job.type == "dispense_reconciliation":
+        return reconcile_unit_dispensing(
+            target("inventory"), target("administration"), db_session=db_session,
+            tenant_id=tenant.id, unit=unit, since=since, until=until)
     return reconcile_unit(target("inventory"), target("administration"), unit=unit,
                           since=since, until=until)
 

@@ -7,9 +7,13 @@ page at a time; what leaves is counts and dose totals keyed by unit, medication 
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from app.connectors.base import ConnectionTarget
+from app.pharmacy.service import dispensed_totals
 
 
 def _hour(administered_at: str) -> str:
@@ -55,3 +59,34 @@ def reconcile_unit(inventory: ConnectionTarget, administration: ConnectionTarget
     return {"unit": unit, "dispensed": len(dispensed), "matched": matched,
             "administered_without_dispense": without_dispense,
             "dispensed_never_administered": len(dispensed - used)}
+
+
+def reconcile_unit_dispensing(inventory: ConnectionTarget, administration: ConnectionTarget, *,
+                              db_session: Session, tenant_id: uuid.UUID, unit: str,
+                              since: datetime, until: datetime) -> dict:
+    """Compare, per medication, what the pharmacy dispensed to the unit (System C, as the hub
+    stored its HL7 dispenses), what the eMAR charted as given there (System B) and what left
+    inventory for it (System A): the three-way diversion signal, as counts and quantities."""
+    medications: dict[str, dict] = {}
+
+    def medication(ndc11: str) -> dict:
+        return medications.setdefault(ndc11, {
+            "dose_unit": None, "pharmacy_dispenses": 0, "pharmacy_quantity": 0.0,
+            "administrations": 0, "administered_quantity": 0.0, "inventory_dispenses": 0})
+
+    for (_, ndc11), dispensed in dispensed_totals(db_session=db_session, tenant_id=tenant_id,
+                                                  unit=unit, since=since, until=until).items():
+        medication(ndc11).update(dose_unit=dispensed["dose_unit"],
+                                 pharmacy_dispenses=dispensed["dispenses"],
+                                 pharmacy_quantity=dispensed["quantity"])
+    for record in administration.call(
+            "iter_administrations", unit=unit, ndc11=None, since=since, until=until):
+        entry = medication(record["medication"]["ndc11"])
+        entry["administrations"] += 1
+        entry["administered_quantity"] += float(record["dose"]["quantity"])
+        entry["dose_unit"] = entry["dose_unit"] or record["dose"]["unit"]
+    for ndc11, count in inventory.call(
+            "dispensed_by_medication", unit=unit, since=since, until=until).items():
+        medication(ndc11)["inventory_dispenses"] = count
+    return {"unit": unit, "medications": [{"medication": ndc11, **values}
+                                          for ndc11, values in sorted(medications.items())]}

@@ -252,8 +252,12 @@ def _answer(*, transport: str, header: Header | None, ack_code: str, ack: str,
                                 ack_code=ack_code).inc()
     if duplicate:
         metrics.HL7_DUPLICATES.labels(transport=transport).inc()
-    logger.info("hl7 message answered %s%s", ack_code, " (duplicate)" if duplicate else "",
-                extra={"transport": transport, "ack_code": ack_code, "error_code": error_code,
+    # Accepted messages (and resends of them) are routine — the demo pharmacy streams them all
+    # day — so DEBUG keeps the stack to its few lines a minute; refusals stay INFO. The
+    # metrics above count both.
+    logger.log(logging.DEBUG if ack_code == "AA" else logging.INFO,
+               "hl7 message answered %s%s", ack_code, " (duplicate)" if duplicate else "",
+               extra={"transport": transport, "ack_code": ack_code, "error_code": error_code,
                        "reason": reason, **_loggable(header)})
     # The ACK declares no MSH-18, so it is UTF-8 by the hub's own rule (ASCII in practice:
     # the hub's texts are ASCII, and the MSH fields it echoes usually are).

@@ -35,7 +35,8 @@ JOB_RESULT_FIELDS = frozenset({
     "type", "window", "since", "until", "units", "groups", "unit", "medication", "hour",
     "dose_unit", "count", "dose_total", "records", "totals", "dispensed", "matched",
     "administered_without_dispense", "dispensed_never_administered", "suppressed_below",
-    "group_by",
+    "group_by", "medications", "pharmacy_dispenses", "pharmacy_quantity", "administrations",
+    "administered_quantity", "inventory_dispenses", "flags", "flagged",
 })
 """Field names a job result may contain, at any depth. A new result shape is added here on
 purpose, after checking it cannot carry patient data."""
