@@ -5,10 +5,11 @@
 It receives ``POST /events/<tenant>``, verifies the Standard Webhooks signature with the
 ``standardwebhooks`` package and the tenant's signing secret (``FILE`` is JSON,
 ``{tenant: "whsec_…"}``, read again when a tenant is not yet known, so secrets written after
-the start are found), drops repeats by ``webhook-id``, counts what it got, and logs one JSON
-line per event: tenant, type, webhook-id, whether the payload was full or a notification, and
-whether the signature verified. Never the payload itself: a full payload is minimized, but a
-demo log is no place to learn otherwise. ``GET /stats`` answers the counts.
+the start are found), drops repeats by ``webhook-id``, counts what it got, and logs once a
+minute what arrived since (counts by tenant, type and outcome; with ``--verbose`` also one
+line per event: tenant, type, webhook-id, full payload or notification, verified). A signature
+that does not verify is logged at once. Never the payload itself: a full payload is
+minimized, but a demo log is no place to learn otherwise. ``GET /stats`` answers the counts.
 
 It imports nothing of the hub: it is a hospital's system, and only the signature ties it to
 the hub.
@@ -65,11 +66,31 @@ class Inbox:
         with self._lock:
             self.counts[(tenant, event_type, outcome)] += 1
 
+    def since(self, earlier: Counter) -> Counter:
+        """What arrived since the counts were ``earlier``."""
+        with self._lock:
+            return self.counts - earlier
 
-def create_app(secrets_file: Path) -> Flask:
+
+SUMMARY_SECONDS = 60
+
+
+def log_summaries(inbox: Inbox, stop: threading.Event) -> None:
+    """Log once a minute what arrived in that minute (nothing when nothing did)."""
+    earlier: Counter = Counter()
+    while not stop.wait(SUMMARY_SECONDS):
+        arrived = inbox.since(earlier)
+        earlier = earlier + arrived
+        if arrived:
+            logger.info(json.dumps({"events_received": [
+                {"tenant": tenant, "type": event_type, "outcome": outcome, "count": count}
+                for (tenant, event_type, outcome), count in sorted(arrived.items())]}))
+
+
+def create_app(secrets_file: Path, inbox: Inbox | None = None) -> Flask:
     """The subscriber's WSGI app."""
     app = Flask("demo_subscriber")
-    inbox = Inbox(secrets_file)
+    inbox = inbox or Inbox(secrets_file)
 
     @app.post("/events/<tenant>")
     def receive(tenant: str):
@@ -92,8 +113,8 @@ def create_app(secrets_file: Path) -> Flask:
             return "", 204
         payload = "full" if "resource" in (event.get("data") or {}) else "notification"
         inbox.count(tenant, event_type, payload)
-        logger.info(json.dumps({"tenant": tenant, "type": event_type, "webhook_id": webhook_id,
-                                "payload": payload, "verified": True}))
+        logger.debug(json.dumps({"tenant": tenant, "type": event_type, "webhook_id": webhook_id,
+                                 "payload": payload, "verified": True}))
         return "", 204
 
     @app.get("/stats")
@@ -118,11 +139,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--secrets-file", type=Path, required=True,
                         help="JSON {tenant: whsec_…} written by the local stack (owner-only).")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Also log one line per event received.")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    logging.basicConfig(stream=sys.stdout, format="%(message)s",
+                        level=logging.DEBUG if args.verbose else logging.INFO)
     # werkzeug's access log would add a line per request beside the subscriber's own.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    run_simple(args.host, args.port, create_app(args.secrets_file), threaded=True)
+    inbox = Inbox(args.secrets_file)
+    threading.Thread(target=log_summaries, args=(inbox, threading.Event()), daemon=True,
+                     name="summaries").start()
+    run_simple(args.host, args.port, create_app(args.secrets_file, inbox), threaded=True)
 
 
 if __name__ == "__main__":

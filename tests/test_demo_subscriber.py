@@ -54,3 +54,39 @@ def test_a_signature_made_with_another_secret_is_refused(subscriber):
 def test_an_unknown_tenant_is_refused(subscriber):
     body, headers = _signed({"type": "order.placed", "data": {}})
     assert subscriber.post("/events/elsewhere", data=body, headers=headers).status_code == 404
+
+
+def test_a_minute_with_events_is_summed_up_in_one_line_and_a_quiet_minute_in_none(
+        tmp_path, caplog, monkeypatch):
+    import threading
+
+    from demo_systems import subscriber as module
+    from tests.fixtures.processes import wait_until
+
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps({"north-general": SECRET}))
+    inbox = module.Inbox(secrets_file)
+    client = create_app(secrets_file, inbox).test_client()
+    for number in range(3):
+        body, headers = _signed({"type": "dispense.recorded", "data": {"event_id": "e"}},
+                                message_id=f"msg_{number}")
+        client.post("/events/north-general", data=body, headers=headers)
+    monkeypatch.setattr(module, "SUMMARY_SECONDS", 0.05)
+    caplog.set_level("INFO", logger="demo_systems.subscriber")
+    stop = threading.Event()
+    summaries = threading.Thread(target=module.log_summaries, args=(inbox, stop), daemon=True)
+    summaries.start()
+    try:
+        wait_until(lambda: "events_received" in caplog.text, timeout=10,
+                   description="the summary line")
+        stop.wait(0.3)  # several quiet periods go by
+    finally:
+        stop.set()
+        summaries.join(timeout=5)
+
+    lines = [record.getMessage() for record in caplog.records
+             if record.levelname == "INFO" and "events_received" in record.getMessage()]
+    assert len(lines) == 1
+    assert json.loads(lines[0])["events_received"] == [
+        {"tenant": "north-general", "type": "dispense.recorded", "outcome": "notification",
+         "count": 3}]

@@ -26,6 +26,7 @@ from tests.fixtures.cli import hub_cli
 from tests.fixtures.phi import leaks_in
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.processes import wait_until
+from tests.fixtures.syncs import finished_run
 
 pytestmark = pytest.mark.usefixtures("demo_tenants", "quiet_schedules")
 
@@ -64,19 +65,6 @@ def schedule_row(hub, schedule_id: str) -> dict:
         row = reader.get(SyncSchedule, uuid.UUID(schedule_id))
         return {"schedule": row.schedule, "enabled": row.enabled, "updated_at": row.updated_at,
                 "updated_by": row.updated_by}
-
-
-def finished_run(hub, task_id: str, *, timeout: float = 60) -> SyncRun:
-    """The run the task ``task_id`` recorded, once it has an outcome."""
-    seen: dict[str, SyncRun | None] = {}
-
-    def done() -> bool:
-        with hub.database.new_session() as reader:
-            seen["run"] = reader.scalar(select(SyncRun).where(SyncRun.task_id == task_id))
-        return seen["run"] is not None and seen["run"].outcome != "running"
-
-    wait_until(done, timeout=timeout, interval=0.1, description=f"the run of task {task_id}")
-    return seen["run"]
 
 
 def run_now(hub, kind: str, owner: str = TENANT) -> SyncRun:

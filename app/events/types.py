@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.phi.policy import value_at
+
 
 @dataclass(frozen=True)
 class EventType:
@@ -24,12 +26,7 @@ class EventType:
 
     def read(self, record: Mapping, path: tuple[str, ...]) -> Any:
         """The value at ``path`` of a canonical (or stored) record, or None."""
-        value: Any = record
-        for key in path:
-            if not isinstance(value, Mapping):
-                return None
-            value = value.get(key)
-        return value
+        return value_at(record, path)
 
 
 EVENT_TYPES: dict[str, EventType] = {kind.name: kind for kind in (

@@ -427,6 +427,12 @@ def _reader(path: tuple[str, ...]) -> Callable[[Mapping], Any]:
     return read_nested
 
 
+def value_at(record: Mapping, path: tuple[str, ...]) -> Any:
+    """Return the value at ``path`` of a canonical record, or None when it (or a parent) is
+    missing or not a mapping."""
+    return _reader(path)(record)
+
+
 def _writer(path: tuple[str, ...]) -> Callable[[dict, Any], None]:
     *parents, last = path
     if not parents:
