@@ -36,8 +36,8 @@ from app.tenants.service import (
 
 # Which scopes each kind of demo client gets: a system reads the other system's data.
 DEMO_CLIENTS = {
-    "administration": ("emar", ["inventory:read"]),
-    "inventory": ("inventory", ["administrations:read"]),
+    "administration": ("emar", ["inventory:read", "dispenses:read"]),
+    "inventory": ("inventory", ["administrations:read", "dispenses:read"]),
     # The pharmacy pushes its HL7 messages; over HTTP (POST /v1/hl7) it needs this scope.
     "pharmacy": ("pharmacy", ["hl7:write"]),
 }
