@@ -44,7 +44,7 @@ def test_client_credentials_issue_a_short_lived_signed_token(api, demo_tenants, 
     assert response.headers["Cache-Control"] == "no-store"
     body = response.json
     assert body["token_type"] == "Bearer" and body["expires_in"] <= 900
-    assert body["scope"] == "inventory:read"
+    assert body["scope"] == "dispenses:read inventory:read"
     header = jwt.get_unverified_header(body["access_token"])
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert header["alg"] == "HS256" and header["kid"]

@@ -16,8 +16,9 @@ from tests.fixtures.problems import assert_problem
 
 pytestmark = pytest.mark.usefixtures("clean_lookup_state")
 
-EMAR = "north-general-emar"  # holds inventory:read only
-INVENTORY_CLIENT = "north-general-inventory"  # holds administrations:read only
+EMAR = "north-general-emar"  # holds inventory:read and dispenses:read
+INVENTORY_CLIENT = "north-general-inventory"  # holds administrations:read and dispenses:read
+OPERATOR = "north-general-operator"  # holds admin, audit:read, jobs:read, jobs:write
 
 # An invalid request for each protected operation: every query parameter and body is wrong,
 # and each would be a 422 if it were validated first.
@@ -40,8 +41,10 @@ def _protected_operations(api) -> list[tuple[str, str, str]]:
     return found
 
 
-def _client_without(scope: str) -> str:
-    return INVENTORY_CLIENT if scope == "inventory:read" else EMAR
+def _client_without(tokens, scope: str) -> str:
+    """A demo client whose scopes lack ``scope``."""
+    return next(client for client in (INVENTORY_CLIENT, EMAR, OPERATOR)
+                if scope not in tokens.credentials[client].scopes.split())
 
 
 def test_every_protected_operation_answers_403_before_validating_its_input(api, tokens):
@@ -49,7 +52,7 @@ def test_every_protected_operation_answers_403_before_validating_its_input(api, 
     assert len(operations) >= 14
 
     for method, path, scope in operations:
-        headers = tokens.headers(_client_without(scope))  # no Idempotency-Key either
+        headers = tokens.headers(_client_without(tokens, scope))  # no Idempotency-Key either
         response = api.open(path, method=method.upper(), query_string=_INVALID_QUERY,
                             json=_INVALID_JSON_BODY if method in ("post", "patch") else None,
                             headers=headers)
