@@ -7,12 +7,16 @@ and remove the session after each task.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
+
+logger = logging.getLogger(__name__)
 
 # Explicit constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -71,8 +75,14 @@ class Database:
         self.session = scoped_session(sessionmaker(bind=self.engine, expire_on_commit=False))
 
     def remove_session(self) -> None:
-        """End the current thread's session (after a request or a task)."""
-        self.session.remove()
+        """End the current thread's session (after a request or a task). A database that went
+        away meanwhile must not turn the end of a request into an error page: the session is
+        dropped (its connection is invalidated by the pool) and the next one starts fresh."""
+        try:
+            self.session.remove()
+        except SQLAlchemyError:
+            logger.warning("session ended with the database unavailable")
+            self.session.registry.clear()
 
     def dispose_after_fork(self) -> None:
         """Drop pooled connections inherited from the parent process."""

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
 from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
@@ -52,7 +55,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "dead-letter-not-replayable": ProblemType(409),
     "dead-letter-replayed": ProblemType(409),
     "delivery-not-replayable": ProblemType(409),
+    "database-unavailable": ProblemType(503, "Database unavailable"),
     "downstream-unavailable": ProblemType(503),
+    "broker-unavailable": ProblemType(503, "Broker unavailable"),
     "headers-too-large": ProblemType(431),
     "hl7-sender-claimed": ProblemType(409),
     "hub-wide-sync": ProblemType(403),
@@ -66,6 +71,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "not-offered-by-system": ProblemType(501, "Not offered by the tenant's system"),
     "not-entitled": ProblemType(403),
     "not-ready": ProblemType(503, "Not ready"),
+    "redis-unavailable": ProblemType(503, "Redis unavailable"),
     "subscription-not-paused": ProblemType(409),
     "too-many-active-jobs": ProblemType(429),
     "url-too-long": ProblemType(414),
@@ -157,11 +163,61 @@ def problem_from_http_exception(error: HTTPException) -> Response:
     return problem_response(status, detail=detail, errors=errors, headers=headers)
 
 
+@dataclass(frozen=True)
+class Outage:
+    """A part the hub depends on is unreachable: which problem type says so, and when to try
+    again (about the time a restart or a failover takes)."""
+
+    problem_type: str
+    detail: str
+    retry_after: int
+
+
+# Errors that mean "a dependency is down", not "the hub is wrong": answered 503 with
+# Retry-After (never 500), so clients back off and retry. SQLAlchemy's OperationalError and
+# InterfaceError are the DBAPI's connection failures (refused, dropped, failover); its
+# TimeoutError is a pool with no connection to give.
+OUTAGES: tuple[tuple[tuple[type[BaseException], ...], Outage], ...] = (
+    ((sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+      sqlalchemy.exc.TimeoutError),
+     Outage("database-unavailable", "The hub's database is unavailable; try again shortly.", 5)),
+    ((redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+      redis.exceptions.BusyLoadingError),
+     Outage("redis-unavailable", "The hub's Redis is unavailable; try again shortly.", 5)),
+    ((kombu.exceptions.OperationalError,),
+     Outage("broker-unavailable", "The hub's job queue is unavailable; try again shortly.", 10)),
+)
+
+
+def outage_of(error: BaseException | None) -> Outage | None:
+    """Return the outage ``error`` (or the error it was raised from) stands for, if any."""
+    seen = 0
+    while error is not None and seen < 5:
+        for classes, outage in OUTAGES:
+            if isinstance(error, classes):
+                return outage
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def outage_response(outage: Outage) -> Response:
+    """The 503 problem+json of ``outage``."""
+    return problem_response(503, detail=outage.detail, problem_type=outage.problem_type,
+                            headers={"Retry-After": str(outage.retry_after)})
+
+
 def register_problem_handlers(app: Flask) -> None:
-    """Answer every error, including unexpected ones, with problem+json."""
+    """Answer every error, including unexpected ones, with problem+json; a dependency that is
+    down is a 503 with Retry-After, never a 500."""
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
+        # An error raised outside a view (a request hook, after_request) reaches Flask as a
+        # 500 InternalServerError wrapping it.
+        outage = outage_of(getattr(error, "original_exception", None))
+        if outage is not None:
+            logger.warning("dependency unavailable: %s", outage.problem_type)
+            return outage_response(outage)
         return problem_from_http_exception(error)
 
     @app.errorhandler(Problem)
@@ -170,6 +226,10 @@ def register_problem_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected_error(error: Exception):
+        outage = outage_of(error)
+        if outage is not None:
+            logger.warning("dependency unavailable: %s", outage.problem_type)
+            return outage_response(outage)
         # Exception text can carry values from downstream payloads (PHI), so only the class and
         # the code locations of the traceback are logged, never the message.
         logger.error("unhandled error %s", type(error).__name__, extra={

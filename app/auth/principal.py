@@ -77,7 +77,9 @@ def init_bearer_auth(app: Flask) -> None:
             # Fail closed: without the client's state a disabled client cannot be told from
             # an enabled one, and the database holding it is what every /v1 call needs anyway.
             return problem_response(503, detail="Client state cannot be checked right now; "
-                                                "retry shortly.", headers={"Retry-After": "5"})
+                                                "retry shortly.",
+                                    problem_type="database-unavailable",
+                                    headers={"Retry-After": "5"})
         if state is None or not state.enabled or state.tenant_id != claims.tenant_id \
                 or state.product != claims.product:
             return _unauthorized("The bearer token is not valid: the client is disabled or "
