@@ -36,7 +36,9 @@ def celery_client(broker_url: str | None = None) -> Celery:
     client = Celery("hub", set_as_current=False)
     client.config_from_object("celeryconfig")
     if broker_url is not None:
-        client.conf.broker_url = broker_url
+        # Celery lets a CELERY_BROKER_URL in the environment win over ``broker_url``; the
+        # write URL (what sending uses) is taken from configuration first.
+        client.conf.broker_url = client.conf.broker_write_url = broker_url
     return client
 
 
