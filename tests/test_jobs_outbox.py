@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from app.canonical.times import to_utc
 from app.database import utcnow
 from app.jobs.models import Job, OutboxMessage
-from tests.fixtures.jobs import finished, idempotency_key, submit
+from tests.fixtures.jobs import OPERATOR, finished, idempotency_key, job_in_status, submit
 from tests.fixtures.phi import leaks_in
 from tests.fixtures.problems import assert_retry_later
 from tests.fixtures.processes import free_port, wait_until
@@ -188,6 +188,38 @@ def test_a_plan_sent_twice_runs_the_job_once(hub_app, api, tokens, truth):
     assert second["result"] == first["result"]
     assert second["progress"] == first["progress"]
     assert second["finished_at"] == first["finished_at"]
+
+
+def test_a_replay_while_the_broker_is_down_is_kept_and_sent_by_the_dispatcher(
+        broker_down_app, hub_app, api, tokens, truth):
+    from app.jobs import service
+
+    job_id = submit(api, tokens, _counts_body(truth)).json["id"]
+    assert finished(api, tokens, job_id)["status"] == "succeeded"
+    hub = hub_app.extensions["hub"]
+    with hub_app.app_context():
+        # As a job whose unit ran out of retries is left: the unit dead-lettered, the job failed.
+        session = hub.database.session
+        service.dead_letter_unit(db_session=session, job_id=job_id, unit=UNITS[0],
+                                 task_name="hub.io.run_job_unit", attempts=4,
+                                 error="DownstreamUnavailable: eMAR down")
+        session.execute(update(Job).where(Job.id == uuid.UUID(job_id)).values(
+            status="failed", error="1 of 1 units failed after retries"))
+        session.commit()
+        (letter_id,) = [str(letter.id) for letter in service.list_dead_letters(
+            db_session=session, tenant_id=None) if str(letter.job_id) == job_id]
+
+    replayed = broker_down_app.test_client().post(f"/v1/dead-letters/{letter_id}/replay",
+                                                  headers=tokens.headers(OPERATOR))
+
+    assert replayed.status_code == 202, replayed.get_data(as_text=True)[:500]
+    replay = [message for message in _outbox(hub_app, job_id) if message.unit == UNITS[0]]
+    assert [(m.task_name, m.sent_at, m.attempts) for m in replay] == [
+        ("hub.io.run_job_unit", None, 1)]
+    _make_due(hub_app, job_id)
+    _run_dispatcher(hub_app)
+    job = job_in_status(api, tokens, job_id, {"succeeded"})
+    assert job["result"]["records"] == _expected_records(truth)
 
 
 def _sqlite_path(hub_settings) -> str:
