@@ -134,6 +134,26 @@ def test_the_dispatcher_sends_it_once_the_broker_is_back_and_the_job_succeeds(
     assert job["result"]["records"] == _expected_records(truth)
 
 
+def test_beats_dispatcher_task_on_a_worker_sends_it_too(broker_down_app, hub_app, api, tokens,
+                                                         truth):
+    import celeryconfig
+    from app.jobs.dispatch import celery_client
+
+    (entry,) = [entry for entry in celeryconfig.beat_schedule.values()
+                if entry["task"] == "hub.maintenance.dispatch_job_outbox"]
+    assert entry["schedule"] <= 10 and entry["options"]["expires"] <= entry["schedule"]
+    job_id = _accepted_while_broker_down(broker_down_app, tokens, truth)
+    _make_due(hub_app, job_id)
+
+    # What beat sends every few seconds, run by the session's worker (maintenance queue).
+    celery_client().send_task("hub.maintenance.dispatch_job_outbox")
+
+    job = finished(api, tokens, job_id, timeout=60)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["records"] == _expected_records(truth)
+    assert _outbox(hub_app, job_id)[0].sent_at is not None
+
+
 def test_the_dispatcher_keeps_an_unsent_job_while_the_broker_stays_down(
         broker_down_app, hub_app, tokens, truth):
     job_id = _accepted_while_broker_down(broker_down_app, tokens, truth)

@@ -286,7 +286,14 @@ def submit_and_dispatch(*, db_session: Session, redis_client, settings: Settings
                       "with the same Idempotency-Key.", status=503,
                       problem_type="database-unavailable",
                       retry_after=DATABASE_RETRY_AFTER_SECONDS) from None
-    send_job_messages(db_session=db_session, settings=settings, job_id=submission.job.id)
+    try:
+        send_job_messages(db_session=db_session, settings=settings, job_id=submission.job.id)
+    except OperationalError:
+        # The job is stored; only recording the send failed. The dispatcher sends (again)
+        # what is not marked sent, and a second plan changes nothing.
+        db_session.rollback()
+        logger.warning("job task send not recorded (database unavailable); the outbox "
+                       "dispatcher will see to it", extra={"job_id": str(submission.job.id)})
     return submission
 
 
