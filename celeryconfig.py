@@ -127,6 +127,13 @@ beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 60},
     },
+    # The jobs' outbox: plan and replayed-unit tasks committed with their job whose send failed
+    # (broker down at submit time), re-sent with backoff until the broker takes them.
+    "dispatch-job-outbox": {
+        "task": "hub.maintenance.dispatch_job_outbox",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
     # The events outbox: fan-outs and webhook deliveries that were stored but whose task never
     # reached the broker (it was down), and deliveries whose worker died mid-attempt.
     "sweep-events": {

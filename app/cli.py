@@ -18,7 +18,7 @@ from app.database import upgrade_schema
 from app.entitlements.cli import entitlements_cli
 from app.events.cli import events_cli
 from app.extensions import resources
-from app.jobs.cli import dead_letters_cli, smoke
+from app.jobs.cli import dead_letters_cli, jobs_cli, smoke
 from app.parallel_runs.cli import parallel_runs_cli
 from app.pharmacy.cli import hl7_cli
 from app.settings import settings_table
@@ -27,7 +27,7 @@ from app.tenants.cli import connections_cli, connectors_cli, tenants_cli
 
 hub_cli = AppGroup("hub", help="Operate the medication hub.")
 for _command in (tenants_cli, connections_cli, connectors_cli, clients_cli, entitlements_cli,
-                 audit_cli, dead_letters_cli, syncs_cli, parallel_runs_cli, events_cli, hl7_cli,
+                 audit_cli, jobs_cli, dead_letters_cli, syncs_cli, parallel_runs_cli, events_cli, hl7_cli,
                  smoke):
     hub_cli.add_command(_command)
 

@@ -149,6 +149,12 @@ SETTINGS: tuple[Setting, ...] = (
             "that died without releasing it; a second beat waits for the lock.", "int"),
     Setting("HUB_UNIT_TASK_RETRIES", 3, "Retries (with exponential backoff) of a job's unit "
             "task on a downstream failure before it lands in the dead-letter store.", "int"),
+    Setting("HUB_OUTBOX_GRACE_SECONDS", 10, "Age after which the outbox dispatcher sends a "
+            "job's (or replayed unit's) task that the submitting process has not yet handed to "
+            "the broker (it sends at once itself; this is for a broker that was down).", "int"),
+    Setting("HUB_OUTBOX_RETRY_MAX_SECONDS", 60.0, "Longest wait between two attempts to send an "
+            "outbox task while the broker is unreachable (the wait doubles from 1 s, with "
+            "jitter).", "float"),
     Setting("HUB_UNIT_MAX_DELIVERIES", 5, "Deliveries of one unit task (redeliveries after a "
             "killed worker included) before it is dead-lettered.", "int"),
     Setting("HUB_PARALLEL_RUN_STASH_SECONDS", 300, "Seconds the hub's answer to a sampled "
@@ -282,6 +288,8 @@ class Settings:
     hub_beat_lock_timeout: int
     hub_unit_task_retries: int
     hub_unit_max_deliveries: int
+    hub_outbox_grace_seconds: int
+    hub_outbox_retry_max_seconds: float
     hub_parallel_run_stash_seconds: int
     hub_parallel_run_differences_kept: int
     hub_token_rate_limit: str

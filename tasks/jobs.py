@@ -113,3 +113,10 @@ def reconcile_jobs() -> None:
         enter_tenant(tenant)
         merge_job_results.delay(job_id)
     enter_tenant(None)
+
+
+@celery_app.task(name="hub.maintenance.dispatch_job_outbox", ignore_result=True)
+def dispatch_job_outbox() -> dict:
+    """Send job and replayed-unit tasks stored but never acknowledged by the broker."""
+    hub = resources()
+    return service.dispatch_pending(db_session=hub.database.session, settings=hub.settings)

@@ -153,6 +153,11 @@ def test_result_backend_holds_small_id_only_results_and_no_phi(scanned_jobs, hub
 
     for job_id in scanned_jobs.units:
         for task_id, task in scanned_jobs.tasks_of(job_id).items():
+            if task["name"] == PLAN:
+                # Sent from the jobs' outbox with no result wanted (sending then needs the
+                # broker alone): nothing is stored for it.
+                assert f"celery-task-meta-{task_id}" not in metas
+                continue
             stored = json.loads(metas[f"celery-task-meta-{task_id}"])
             assert stored["status"] == "SUCCESS"
             # result_extended is off: no task name, args or kwargs next to the result.

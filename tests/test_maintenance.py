@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.audit.chain import append_records, verify_chain
 from app.audit.models import AuditEvent
 from app.events.models import Delivery, Event
-from app.jobs.models import Job, JobResult, JobUnit
+from app.jobs.models import Job, JobResult, JobUnit, OutboxMessage
 from app.maintenance.service import purge_expired
 from app.syncs import service
 from app.syncs.models import SyncRun, SyncSchedule
@@ -109,6 +109,25 @@ def test_purge_removes_exactly_the_expired_rows_and_counts_them(session):
                          runs[("running", past)], runs[("running", 0)]}
 
 
+def test_sent_outbox_messages_go_with_their_jobs_key_and_unsent_ones_stay(session):
+    tenant = tenant_row(session, slug="purge", name="Purge General")
+    session.commit()
+    expired, kept = (_job(session, tenant, key="k-old", expires_in=-timedelta(minutes=1)),
+                     _job(session, tenant, key="k-new"))
+    sent_at = NOW - timedelta(days=1)
+    session.add_all([
+        OutboxMessage(task_name="hub.compute.plan_job", job_id=expired.id, sent_at=sent_at),
+        OutboxMessage(task_name="hub.io.run_job_unit", job_id=expired.id, unit="ICU-1"),
+        OutboxMessage(task_name="hub.compute.plan_job", job_id=kept.id, sent_at=sent_at)])
+    session.commit()
+
+    report = purge_expired(db_session=session, audit_retention_days=RETENTION_DAYS, now=NOW)
+
+    assert report.outbox_messages == 1
+    left = set(session.execute(select(OutboxMessage.job_id, OutboxMessage.sent_at.is_(None))))
+    assert left == {(expired.id, True), (kept.id, False)}
+
+
 def test_a_second_purge_finds_nothing_more(session):
     tenant = tenant_row(session, slug="purge", name="Purge General")
     session.commit()
@@ -148,7 +167,7 @@ def test_the_retention_purge_sync_runs_on_a_worker_and_keeps_its_report(celery_w
     run = the_run()
     assert set(run.report) == {"started_at", "job_results", "idempotency_keys",
                                "unit_partials", "snapshot_movements", "sync_runs",
-                               "events", "audit_events"}
+                               "events", "audit_events", "outbox_messages"}
     assert run.report["sync_runs"] >= 1 and run.error is None and run.duration_ms >= 0
     with hub.database.new_session() as reader:
         assert reader.get(SyncRun, expired.id) is None

@@ -37,7 +37,8 @@ VIEW_KEYS = {"id", "sync", "scope", "tenant", "description", "task", "schedule",
              "status", "next_due_at", "last_run", "last_succeeded_at", "consecutive_failures",
              "skipped_runs", "updated_at", "updated_by"}
 PURGE_REPORT_KEYS = {"started_at", "job_results", "idempotency_keys", "unit_partials",
-                     "snapshot_movements", "sync_runs", "events", "audit_events"}
+                     "snapshot_movements", "sync_runs", "events", "audit_events",
+                     "outbox_messages"}
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -11,9 +11,6 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from celery.exceptions import CeleryError
-from kombu.exceptions import KombuError
-from redis.exceptions import RedisError
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +34,7 @@ SWEEP_BATCH = 500
 sweeps instead of one burst."""
 
 # What sending to the broker raises when it is down (the outbox then has the work).
-BROKER_ERRORS = (CeleryError, KombuError, RedisError, OSError)
+BROKER_ERRORS = dispatch.BROKER_ERRORS
 
 
 class UnknownEventType(ValueError):

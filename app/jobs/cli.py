@@ -1,4 +1,5 @@
-"""``flask --app wsgi hub dead-letters …`` and ``hub smoke``: the workers' side of jobs."""
+"""``flask --app wsgi hub dead-letters …``, ``hub jobs dispatch-pending`` and ``hub smoke``: the
+workers' side of jobs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ from app.problems import Problem
 from app.tenants.cli import tenant_by_slug
 
 dead_letters_cli = AppGroup("dead-letters", help="Units of jobs that exhausted their retries.")
+jobs_cli = AppGroup("jobs", help="Jobs' plumbing: the outbox of tasks not yet sent.")
+
+
+@jobs_cli.command("dispatch-pending")
+def dispatch_pending() -> None:
+    """Send now what the outbox dispatcher would: job and replayed-unit tasks the broker has
+    not acknowledged (the broker was down when they were submitted)."""
+    from app.jobs.service import dispatch_pending as dispatch_outbox
+
+    hub = resources()
+    click.echo(json.dumps(dispatch_outbox(db_session=hub.database.session,
+                                          settings=hub.settings)))
 
 
 @click.command("smoke")
@@ -51,7 +64,8 @@ def replay_dead_letter(dead_letter_id: str) -> None:
     from app.jobs.service import replay_dead_letter as replay
 
     try:
-        letter = replay(db_session=resources().database.session, tenant_id=None,
+        letter = replay(db_session=resources().database.session,
+                        settings=resources().settings, tenant_id=None,
                         dead_letter_id=dead_letter_id)
     except Problem as problem:
         raise click.ClickException(problem.detail) from None

@@ -9,7 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 from celery import Celery, chain, chord, signature
+from celery.exceptions import CeleryError
 from celery.result import AsyncResult
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from app.observability import task_context
 from app.phi.boundary import assert_task_arguments
@@ -17,11 +20,25 @@ from app.phi.boundary import assert_task_arguments
 task_context.install()
 
 
-@lru_cache(maxsize=1)
-def celery_client() -> Celery:
-    """Return the client-only Celery app (created on first use)."""
+# What sending to the broker raises when it is down (an outbox then keeps the work).
+BROKER_ERRORS = (CeleryError, KombuError, RedisError, OSError)
+
+# The tasks the jobs' outbox sends (``app.jobs.service``): plan a new job, or run a replayed
+# unit and merge its job after.
+PLAN_JOB = "hub.compute.plan_job"
+RUN_JOB_UNIT = "hub.io.run_job_unit"
+
+
+@lru_cache(maxsize=4)
+def celery_client(broker_url: str | None = None) -> Celery:
+    """Return the client-only Celery app (created on first use): on ``celeryconfig``'s broker,
+    or on ``broker_url`` (the broker of the settings a caller was given)."""
     client = Celery("hub", set_as_current=False)
     client.config_from_object("celeryconfig")
+    if broker_url is not None:
+        # Celery lets a CELERY_BROKER_URL in the environment win over ``broker_url``; the
+        # write URL (what sending uses) is taken from configuration first.
+        client.conf.broker_url = client.conf.broker_write_url = broker_url
     return client
 
 
@@ -48,9 +65,12 @@ def _send(task_name: str, args: tuple, countdown: float | None = None) -> AsyncR
     return celery_client().send_task(task_name, args=args, countdown=countdown)
 
 
-def submit_job_pipeline(*, job_id: str) -> None:
+def submit_job_pipeline(*, job_id: str, broker_url: str | None = None) -> None:
     """Start a job: its planning task fans the units out as a chord and merges after."""
-    _send("hub.compute.plan_job", (job_id,))
+    assert_task_arguments((job_id,))
+    # No result wanted (nobody waits on a plan): sending then needs the broker alone, not the
+    # result backend (whose client, when Redis is down, retries for ~20 s and then raises).
+    celery_client(broker_url).send_task(PLAN_JOB, args=(job_id,), ignore_result=True)
 
 
 def revoke_unit_tasks(task_ids: list[str]) -> None:
@@ -60,13 +80,15 @@ def revoke_unit_tasks(task_ids: list[str]) -> None:
         celery_client().control.revoke(task_ids)
 
 
-def replay_unit(*, job_id: str, unit: str) -> None:
+def replay_unit(*, job_id: str, unit: str, broker_url: str | None = None) -> None:
     """Run a dead-lettered unit again, then merge the job if it was the last one missing."""
     assert_task_arguments((job_id, unit))
-    client = celery_client()
-    chain(signature("hub.io.run_job_unit", args=(job_id, unit), immutable=True, app=client),
-          signature("hub.compute.merge_job_results", args=(job_id,), immutable=True,
-                    app=client)).apply_async()
+    client = celery_client(broker_url)
+    merge = signature("hub.compute.merge_job_results", args=(job_id,), immutable=True,
+                      app=client)
+    # The merge follows the unit as its link; no result wanted (see submit_job_pipeline).
+    signature(RUN_JOB_UNIT, args=(job_id, unit), immutable=True, app=client).apply_async(
+        link=merge, ignore_result=True)
 
 
 def run_sync_now(*, task_name: str, schedule_id: str) -> str:

@@ -90,3 +90,25 @@ class JobUnit(Base):
     task_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OutboxMessage(Base):
+    """A task the hub has promised to send (the transactional outbox): written in the same
+    transaction as the job (or replayed unit) it starts, marked sent once the broker took it.
+
+    Ids only (job id, unit code, task name) and an exception class name: never PHI."""
+
+    __tablename__ = "job_outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    task_name: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                              index=True)
+    unit: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # NULL until the broker acknowledged the message: what the dispatcher looks for.
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The broker error's class name only (its message may carry a URL with a password).
+    last_error: Mapped[str | None] = mapped_column(String(200))

@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from marshmallow import ValidationError
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.audit.records import AuditRecord
@@ -33,7 +34,7 @@ from app.connectors.routing import NotConnected, connection_target
 from app.database import Database, utcnow
 from app.entitlements.service import entitlement_refusal, require_entitlement
 from app.jobs import dispatch
-from app.jobs.models import DeadLetter, Job, JobResult, JobUnit
+from app.jobs.models import DeadLetter, Job, JobResult, JobUnit, OutboxMessage
 from app.jobs.results import MERGERS
 from app.jobs.schemas import PARAMS_SCHEMAS
 from app.jobs.work import count_unit_administrations, reconcile_unit, reconcile_unit_dispensing
@@ -65,6 +66,12 @@ ACTIVE_STATUSES = ("queued", "running")
 # How long a client over its active-jobs quota is told to wait: about the time a typical job
 # takes to finish and free a slot.
 QUOTA_RETRY_AFTER_SECONDS = 30
+# How long a client whose submission met an unavailable database is told to wait: about a
+# database failover.
+DATABASE_RETRY_AFTER_SECONDS = 15
+# Outbox messages one dispatcher run sends at most: a long broker outage is caught up over a
+# few runs instead of one burst.
+OUTBOX_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -227,6 +234,8 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
         db_session.flush()
         db_session.add_all(JobUnit(job_id=job.id, unit=unit, status="pending")
                            for unit in sorted(set(units)))
+        # The promise to start the job commits with the job (the transactional outbox).
+        _add_outbox_message(db_session, settings, task_name=dispatch.PLAN_JOB, job_id=job.id)
         db_session.commit()
     except IntegrityError:
         # The same key was submitted concurrently and the other request won: answer as it did.
@@ -257,14 +266,34 @@ def submit_and_dispatch(*, db_session: Session, redis_client, settings: Settings
 
     ``client_id`` is the submitting client's public id (the token's ``client_id``), or None
     for the hub's own jobs (beat): the job keeps its client, and the worker checks before each
-    unit that this client is still enabled and the tenant still entitled."""
-    submission = submit_job(
-        db_session=db_session, redis_client=redis_client, settings=settings,
-        tenant_id=tenant_id, client_pk=_client_pk(db_session, tenant_id, client_id),
-        job_type=job_type, raw_params=raw_params, idempotency_key=idempotency_key,
-        request_id=request_id)
-    if submission.created:
-        dispatch.submit_job_pipeline(job_id=str(submission.job.id))
+    unit that this client is still enabled and the tenant still entitled.
+
+    The job and its outbox message commit together; the plan task is then sent at once. A
+    broker that is down leaves the message to the outbox dispatcher: the job is accepted and
+    will run. A database that is down stores nothing: 503 with Retry-After. The same
+    Idempotency-Key again, while the job's plan has still not reached the broker, sends it
+    again at once (the job is revived, not answered as a dead one)."""
+    try:
+        submission = submit_job(
+            db_session=db_session, redis_client=redis_client, settings=settings,
+            tenant_id=tenant_id, client_pk=_client_pk(db_session, tenant_id, client_id),
+            job_type=job_type, raw_params=raw_params, idempotency_key=idempotency_key,
+            request_id=request_id)
+    except OperationalError:
+        db_session.rollback()
+        logger.warning("job not accepted: the database is unavailable")
+        raise Problem("The hub's database is unavailable; nothing was stored. Submit again "
+                      "with the same Idempotency-Key.", status=503,
+                      problem_type="database-unavailable",
+                      retry_after=DATABASE_RETRY_AFTER_SECONDS) from None
+    try:
+        send_job_messages(db_session=db_session, settings=settings, job_id=submission.job.id)
+    except OperationalError:
+        # The job is stored; only recording the send failed. The dispatcher sends (again)
+        # what is not marked sent, and a second plan changes nothing.
+        db_session.rollback()
+        logger.warning("job task send not recorded (database unavailable); the outbox "
+                       "dispatcher will see to it", extra={"job_id": str(submission.job.id)})
     return submission
 
 
@@ -547,9 +576,10 @@ def list_dead_letters(*, db_session: Session, tenant_id: str | None, status: str
     return list(db_session.scalars(query.order_by(DeadLetter.created_at.desc())))
 
 
-def prepare_replay(*, db_session: Session, tenant_id: str | None, dead_letter_id: str
-                   ) -> DeadLetter:
-    """Mark a dead letter replayed and its unit pending again; the caller dispatches the unit."""
+def prepare_replay(*, db_session: Session, settings: Settings, tenant_id: str | None,
+                   dead_letter_id: str) -> DeadLetter:
+    """Mark a dead letter replayed, its unit pending again and its task in the outbox (one
+    transaction); the caller sends it."""
     try:
         letter = db_session.get(DeadLetter, uuid.UUID(dead_letter_id))
     except ValueError:
@@ -575,17 +605,21 @@ def prepare_replay(*, db_session: Session, tenant_id: str | None, dead_letter_id
     _transition(db_session, job.id, to="running", allowed_from=("failed", "running"),
                 finished_at=None, error=None)
     letter.status, letter.replayed_at = "replayed", utcnow()
+    # The unit's task commits with the replay (the transactional outbox).
+    _add_outbox_message(db_session, settings, task_name=dispatch.RUN_JOB_UNIT, job_id=job.id,
+                        unit=letter.unit)
     db_session.commit()
     return letter
 
 
-def replay_dead_letter(*, db_session: Session, tenant_id: str | None, dead_letter_id: str
-                       ) -> DeadLetter:
+def replay_dead_letter(*, db_session: Session, settings: Settings, tenant_id: str | None,
+                       dead_letter_id: str) -> DeadLetter:
     """Replay a dead-lettered unit (checked, recorded, sent): the one replay flow of the API
-    and the CLI (``tenant_id`` None: any tenant's, for operators)."""
-    letter = prepare_replay(db_session=db_session, tenant_id=tenant_id,
+    and the CLI (``tenant_id`` None: any tenant's, for operators). A broker that is down
+    leaves the unit's task to the outbox dispatcher."""
+    letter = prepare_replay(db_session=db_session, settings=settings, tenant_id=tenant_id,
                             dead_letter_id=dead_letter_id)
-    dispatch.replay_unit(job_id=str(letter.job_id), unit=letter.unit)
+    send_job_messages(db_session=db_session, settings=settings, job_id=letter.job_id)
     return letter
 
 
@@ -601,3 +635,90 @@ def jobs_awaiting_merge(*, db_session: Session, idle_seconds: int) -> list[tuple
                               .where(Job.status == "running", Job.id.not_in(unfinished),
                                      Job.id.not_in(recent)))
     return [(str(job_id), slug) for job_id, slug in rows]
+
+
+# --- the outbox ------------------------------------------------------------------------------
+
+def _add_outbox_message(db_session: Session, settings: Settings, *, task_name: str,
+                        job_id: uuid.UUID, unit: str | None = None) -> None:
+    # The caller sends it at once after its commit; the dispatcher takes it only once it has
+    # waited the grace period, so the two do not both send a healthy submission's task.
+    db_session.add(OutboxMessage(task_name=task_name, job_id=job_id, unit=unit,
+                                 next_attempt_at=utcnow() + timedelta(
+                                     seconds=settings.hub_outbox_grace_seconds)))
+
+
+def _outbox_backoff(settings: Settings, attempts: int) -> float:
+    """Seconds before the next attempt: doubling from 1 s, with jitter, capped."""
+    return min(settings.hub_outbox_retry_max_seconds,
+               random.uniform(0.5, 1.0) * 2 ** min(attempts - 1, 16))
+
+
+def _send_message(db_session: Session, settings: Settings, message: OutboxMessage) -> bool:
+    """Hand one outbox message to the broker and record the outcome; False if it is down."""
+    message.attempts += 1
+    try:
+        if message.task_name == dispatch.RUN_JOB_UNIT:
+            dispatch.replay_unit(job_id=str(message.job_id), unit=message.unit,
+                                 broker_url=settings.celery_broker_url)
+        else:
+            dispatch.submit_job_pipeline(job_id=str(message.job_id),
+                                         broker_url=settings.celery_broker_url)
+    except dispatch.BROKER_ERRORS as failure:
+        message.last_error = type(failure).__name__
+        message.next_attempt_at = utcnow() + timedelta(
+            seconds=_outbox_backoff(settings, message.attempts))
+        db_session.commit()
+        logger.warning("job task not sent (broker unreachable); the outbox dispatcher will "
+                       "send it", extra={"job_id": str(message.job_id)})
+        return False
+    # Sent twice at worst (this process dies before this commit): the plan and the unit
+    # tasks are idempotent, so a second delivery changes nothing.
+    message.sent_at, message.last_error = utcnow(), None
+    db_session.commit()
+    return True
+
+
+def send_job_messages(*, db_session: Session, settings: Settings, job_id: uuid.UUID) -> int:
+    """Send the job's outbox messages not yet sent, now (after a submission, a replay, or a
+    re-post of a job whose plan never reached the broker). Returns how many were sent."""
+    messages = list(db_session.scalars(select(OutboxMessage).where(
+        OutboxMessage.job_id == job_id, OutboxMessage.sent_at.is_(None))
+        .order_by(OutboxMessage.created_at)))
+    sent = 0
+    for message in messages:
+        if not _send_message(db_session, settings, message):
+            break
+        sent += 1
+    return sent
+
+
+def dispatch_pending(*, db_session: Session, settings: Settings) -> dict:
+    """The outbox dispatcher: send every due message the broker has not acknowledged, oldest
+    first; stop at the first broker error (the rest wait for the next run). Each message is
+    claimed first (its next attempt moved on), so two dispatchers do not send it together.
+    Returns counts."""
+    now = utcnow()
+    due = list(db_session.scalars(select(OutboxMessage.id).where(
+        OutboxMessage.sent_at.is_(None), OutboxMessage.next_attempt_at <= now)
+        .order_by(OutboxMessage.created_at).limit(OUTBOX_BATCH)))
+    sent = failed = 0
+    for message_id in due:
+        claimed = db_session.execute(update(OutboxMessage).where(
+            OutboxMessage.id == message_id, OutboxMessage.sent_at.is_(None),
+            OutboxMessage.next_attempt_at <= now).values(
+            next_attempt_at=now + timedelta(seconds=settings.hub_outbox_grace_seconds))
+            .execution_options(synchronize_session=False)).rowcount
+        db_session.commit()
+        if not claimed:
+            continue
+        message = db_session.get(OutboxMessage, message_id)
+        db_session.refresh(message)
+        if _send_message(db_session, settings, message):
+            sent += 1
+        else:
+            failed += 1
+            break
+    waiting = db_session.scalar(select(func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.sent_at.is_(None)))
+    return {"sent": sent, "failed": failed, "waiting": waiting}

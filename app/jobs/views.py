@@ -64,8 +64,10 @@ def _decode(cursor: str, query: dict) -> tuple[datetime, str]:
 @blp.arguments(IdempotencyHeaderSchema, location="headers")
 @blp.arguments(JobRequestSchema)
 @blp.arguments(NoParametersSchema, location="query")
-@blp.response(202, JobSchema, description="Accepted: poll `status_url`. The same "
-              "Idempotency-Key with the same body answers the same job (200).",
+@blp.response(202, JobSchema, description="Accepted: the job is stored and will run (sent to "
+              "the workers now, or by the outbox dispatcher if the broker is down); poll "
+              "`status_url`. The same Idempotency-Key with the same body answers the same job "
+              "(200).",
               headers={"Location": {"description": "The job's status URL.", "required": True,
                                     "schema": {"type": "string", "format": "uri-reference"}}})
 @blp.alt_response(200, schema=JobSchema, description="The job this Idempotency-Key made.")
@@ -76,6 +78,8 @@ def _decode(cursor: str, query: dict) -> tuple[datetime, str]:
                   "every product the job reads.")
 @blp.alt_response(429, description="This client already has `HUB_MAX_ACTIVE_JOBS_PER_CLIENT` "
                   "jobs queued or running; `Retry-After` says when to try again.")
+@blp.alt_response(503, description="The hub's database is unavailable: nothing was stored; "
+                  "submit again with the same Idempotency-Key after `Retry-After` seconds.")
 def submit_job(headers: dict, body: dict, _query: dict):
     """Submit a job (`administration_counts` or `dose_reconciliation`) over a time window."""
     principal = current_principal()
@@ -154,6 +158,7 @@ def list_dead_letters(_query: dict):
 @blp.arguments(NoParametersSchema, location="query")
 def replay_dead_letter(_query: dict, dead_letter_id: str):
     """Run the dead-lettered unit again; the job finishes once its last unit succeeds."""
-    return service.replay_dead_letter(db_session=resources().database.session,
+    hub = resources()
+    return service.replay_dead_letter(db_session=hub.database.session, settings=hub.settings,
                                       tenant_id=current_principal().tenant_id,
                                       dead_letter_id=dead_letter_id)

@@ -1,7 +1,8 @@
-"""The retention purge: expired job results, expired idempotency keys, finished jobs' unit
-partials and snapshot movements of containers System A no longer lists (temporary data), old
-sync runs, events (with their webhook deliveries) past the event retention once nothing of
-theirs is still to be sent, and audit events older than the audit retention.
+"""The retention purge: expired job results, expired idempotency keys (and the sent outbox
+messages of their jobs), finished jobs' unit partials and snapshot movements of containers
+System A no longer lists (temporary data), old sync runs, events (with their webhook
+deliveries) past the event retention once nothing of theirs is still to be sent, and audit
+events older than the audit retention.
 
 Each run returns a report counting what each step removed (kept as the run's report in
 ``sync_runs``, see app.syncs); nothing that has not expired is touched.
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.audit.chain import purge_before
 from app.database import utcnow
 from app.events.models import Delivery, Event
-from app.jobs.models import Job, JobResult, JobUnit
+from app.jobs.models import Job, JobResult, JobUnit, OutboxMessage
 from app.snapshots.models import SnapshotContainer, SnapshotMovement
 from app.syncs.models import SyncRun
 
@@ -37,6 +38,7 @@ class PurgeReport:
     sync_runs: int
     events: int
     audit_events: int
+    outbox_messages: int = 0
 
     def as_report(self) -> dict:
         return asdict(self)
@@ -54,6 +56,13 @@ def purge_expired(*, db_session: Session, audit_retention_days: int,
     released_keys = db_session.execute(
         update(Job).where(Job.expires_at < now, Job.idempotency_key.is_not(None))
         .values(idempotency_key=None).execution_options(synchronize_session=False)).rowcount
+    # A sent outbox message past its job's key retention has done its work; an unsent one is
+    # a promise still to keep and stays, however old.
+    sent_messages = db_session.execute(
+        delete(OutboxMessage).where(
+            OutboxMessage.sent_at.is_not(None),
+            OutboxMessage.job_id.in_(select(Job.id).where(Job.expires_at < now)))
+        .execution_options(synchronize_session=False)).rowcount
     # Unit partials are working data: a succeeded or cancelled job without a (kept) result has
     # no reader left for them. A failed job keeps them until its retention passes, because a
     # replay of its dead letters merges them.
@@ -91,7 +100,8 @@ def purge_expired(*, db_session: Session, audit_retention_days: int,
     report = PurgeReport(started_at=now.isoformat(), job_results=expired_results,
                          idempotency_keys=released_keys, unit_partials=cleared_partials,
                          snapshot_movements=orphaned_movements, sync_runs=old_runs,
-                         events=purged_events, audit_events=audit_events)
+                         events=purged_events, audit_events=audit_events,
+                         outbox_messages=sent_messages)
     logger.info("retention purge done", extra={"report": asdict(report)})
     return report
 

@@ -104,7 +104,8 @@ SYNC_KINDS: dict[str, SyncKind] = {kind.name: kind for kind in (
              _changes("movements"), notable=CHANGE_NOTABLE),
     SyncKind("retention_purge", "hub.maintenance.purge_expired_data", True, None,
              "hub_sync_retention_purge",
-             "Hub-wide: removes expired job results, idempotency keys, unit partials, "
+             "Hub-wide: removes expired job results, idempotency keys (and their jobs' sent "
+             "outbox messages), unit partials, "
              "snapshot movements of containers System A dropped, old sync runs, delivered "
              "events and audit events past their retention.",
              _retention_purge),
@@ -118,6 +119,6 @@ REPORT_FIELDS = frozenset({
     "candidates", "refreshed", "unavailable", "not_found", "refused",
     "day", "job_id", "submitted", "job_status",
     "started_at", "job_results", "idempotency_keys", "unit_partials", "snapshot_movements",
-    "sync_runs", "audit_events", "events",
+    "sync_runs", "audit_events", "events", "outbox_messages",
     "records_read", "events_published", "batches", "feed_started", "budget_reached",
 })
