@@ -52,7 +52,6 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "change-watermark-moved": ProblemType(409),
     "client-disabled": ProblemType(403),
     "body-too-large": ProblemType(413),
-    "database-unavailable": ProblemType(503),
     "dead-letter-not-replayable": ProblemType(409),
     "dead-letter-replayed": ProblemType(409),
     "delivery-not-replayable": ProblemType(409),

@@ -59,10 +59,14 @@ def submit_smoke_chord(size: int) -> AsyncResult:
     return chord(header, app=client)(signature("hub.compute.smoke_total", app=client))
 
 
-def _send(task_name: str, args: tuple, countdown: float | None = None) -> AsyncResult:
+def _send(task_name: str, args: tuple, countdown: float | None = None, *,
+          ignore_result: bool = False) -> AsyncResult:
     # Flower and the broker show task arguments: ids only, checked at the PHI boundary.
     assert_task_arguments(args)
-    return celery_client().send_task(task_name, args=args, countdown=countdown)
+    # ignore_result: nobody waits on the task, so sending needs the broker alone, not the
+    # result backend (whose client, when Redis is down, retries for ~20 s and then raises).
+    return celery_client().send_task(task_name, args=args, countdown=countdown,
+                                     ignore_result=ignore_result)
 
 
 def submit_job_pipeline(*, job_id: str, broker_url: str | None = None) -> None:
@@ -100,15 +104,15 @@ def run_sync_now(*, task_name: str, schedule_id: str) -> str:
 def compare_parallel_run(*, comparison_id: str) -> None:
     """Compare a sampled lookup's answer with its legacy endpoint's, on the io queue (the id
     names the hub's answer kept in Redis: the answer itself never travels in the message)."""
-    _send("hub.io.compare_parallel_run", (comparison_id,))
+    _send("hub.io.compare_parallel_run", (comparison_id,), ignore_result=True)
 
 
 def fan_out_event(*, event_id: str) -> None:
     """Make a published event's webhook deliveries and send them (after the publisher's
     commit; the event sweeper re-sends what never reached the broker)."""
-    _send("hub.io.fan_out_event", (event_id,))
+    _send("hub.io.fan_out_event", (event_id,), ignore_result=True)
 
 
 def deliver_webhook(*, delivery_id: str, countdown: float | None = None) -> None:
     """Attempt one webhook delivery, now or after ``countdown`` seconds (a retry's backoff)."""
-    _send("hub.io.deliver_webhook", (delivery_id,), countdown)
+    _send("hub.io.deliver_webhook", (delivery_id,), countdown, ignore_result=True)
