@@ -165,8 +165,8 @@ _CONTAINER_READERS = ("administration", "inventory", "operator")
 
 # --- events -------------------------------------------------------------------------------
 # An event is stored once (``EVENT_STORE``) and delivered later to each subscriber. The stored
-# form is cut from the canonical record by the ``*_FOR_EVENT_STORE`` policies: the patient
-# becomes the tenant pseudonym at most; names, birth dates, free text and staff ids are never
+# form is cut from the canonical record by ``_EVENT_STORE_POLICIES``: the patient becomes the
+# tenant pseudonym at most; names, birth dates, free text and staff ids are never
 # stored. At delivery the subscriber's own policy (resource type ``<resource>_event``) is
 # applied to that stored form, so each subscriber gets only what its consumer may read; no
 # policy for its consumer means it is sent the id-only notification instead.
@@ -174,67 +174,10 @@ _CONTAINER_READERS = ("administration", "inventory", "operator")
 EVENT_STORE = "event_store"
 """The consumer name of the hub's own event table."""
 
-_ADMINISTRATION_FOR_EVENT_STORE: dict[str, Action] = {
-    "administration_id": Keep(),
-    "unit": Keep(),
-    "medication.ndc11": Keep(),
-    "medication.name": Keep(),
-    "medication.strength": Keep(),
-    "dose.quantity": Keep(),
-    "dose.unit": Keep(),
-    "route": Keep(),
-    "administered_at": Keep(),
-    "container_barcode": Keep(),
-    "nurse_id": Pseudonymize("staff", as_="nurse_ref"),
-    "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
-    # An event outlives the request that made it: even the birth year is left out.
-    "patient.birth_date": Drop(),
-    "patient.name": Drop(),
-    "note": Drop(),
-}
-
-# The pharmacy's records (app.connectors.pharmacy: MedicationOrderSchema, DispenseSchema) as
-# events keep them: the patient as a pseudonym, nothing else of PID.
-_DISPENSE_FOR_EVENT_STORE: dict[str, Action] = {
-    "dispense_id": Keep(),
-    "order_number": Keep(),
-    "unit": Keep(),
-    "medication.ndc11": Keep(),
-    "medication.name": Keep(),
-    "medication.strength": Keep(),
-    "dose.quantity": Keep(),
-    "dose.unit": Keep(),
-    "route": Keep(),
-    "dispensed_at": Keep(),
-    "container_barcode": Keep(),
-    "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
-}
-
-_ORDER_FOR_EVENT_STORE: dict[str, Action] = {
-    "order_number": Keep(),
-    "unit": Keep(),
-    "medication.ndc11": Keep(),
-    "medication.name": Keep(),
-    "medication.strength": Keep(),
-    "dose.quantity": Keep(),
-    "dose.unit": Keep(),
-    "route": Keep(),
-    "ordered_at": Keep(),
-    "patient.mrn": Pseudonymize("patient", as_="patient.ref"),
-}
-
+# An event keeps what the hub keeps at rest of the same record: the pharmacy's store and the
+# event store are one decision, written once. Only a container's move adds to its reader policy.
 _CONTAINER_MOVEMENT_FOR_EVENT_STORE: dict[str, Action] = {
-    "container_id": Keep(),
-    "barcode": Keep(),
-    "medication.ndc11": Keep(),
-    "medication.name": Keep(),
-    "medication.strength": Keep(),
-    "lot": Keep(),
-    "expires_on": Keep(),
-    "location.facility": Keep(),
-    "location.unit": Keep(),
-    "location.cabinet": Keep(),
-    "status": Keep(),
+    **_CONTAINER_FIELDS,
     "movement.movement_id": Keep(),
     "movement.type": Keep(),
     "movement.from_location": Keep(),
@@ -250,9 +193,10 @@ def _as_stored(rules: dict[str, Action]) -> dict[str, Action]:
 
 
 _EVENT_STORE_POLICIES: dict[str, dict[str, Action]] = {
-    "administration": _ADMINISTRATION_FOR_EVENT_STORE,
-    "dispense": _DISPENSE_FOR_EVENT_STORE,
-    "medication_order": _ORDER_FOR_EVENT_STORE,
+    # An event outlives the request that made it: even the birth year is left out.
+    "administration": _ADMINISTRATION_AT_REST,
+    "dispense": _DISPENSE_FIELDS,
+    "medication_order": _MEDICATION_ORDER_FIELDS,
     "container_movement": _CONTAINER_MOVEMENT_FOR_EVENT_STORE,
 }
 
