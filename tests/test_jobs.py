@@ -225,3 +225,42 @@ def test_job_list_pages_newest_first_and_filters_by_type(api, tokens, truth):
     assert created == sorted(created, reverse=True)
     bad = api.get("/v1/jobs?cursor=garbage", headers=tokens.headers(OPERATOR))
     assert bad.status_code == 422
+
+
+def test_a_job_the_tenants_connector_cannot_answer_is_501_before_anything_is_stored(
+        api, hub_app, demo_inventory):
+    """A tenant whose inventory is reached through the legacy API's connector (which lists
+    no units and no dispenses) cannot run a dose reconciliation: refused at submission."""
+    from sqlalchemy import func, select
+
+    from app.entitlements.service import forget_entitlements, grant_entitlement
+    from app.jobs.models import Job
+    from app.tenants.service import ensure_connection, get_product
+    from tests.fixtures.factories import client_row, tenant_row
+    from tests.fixtures.tenants import client_token
+
+    hub = hub_app.extensions["hub"]
+    with hub_app.app_context():
+        session = hub.database.session
+        tenant = tenant_row(session, slug="legacy-only")
+        for code in ("inventory", "administration"):
+            product = get_product(db_session=session, code=code)
+            ensure_connection(db_session=session, tenant=tenant, product=product,
+                              base_url=demo_inventory.base_url, credential_ref="env:UNUSED",
+                              connector="inventory-legacy" if code == "inventory" else None)
+            grant_entitlement(db_session=session, tenant=tenant, product=product)
+        client, secret = client_row(session, tenant=tenant, scopes=["jobs:write", "jobs:read"])
+        tenant_id, client_id = tenant.id, client.client_id
+        session.commit()
+    forget_entitlements()
+    token = client_token(hub_app, client_id, secret)["access_token"]
+
+    response = api.post("/v1/jobs", json={"type": "dose_reconciliation", "params": {"window": {
+        "since": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00Z"}}},
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": idempotency_key()})
+
+    assert_problem(response, 501, "not-offered-by-system")
+    with hub_app.app_context():
+        stored = hub.database.session.scalar(
+            select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id))
+    assert stored == 0

@@ -28,9 +28,9 @@ from app.audit.service import record_event
 from app.cache import service as cache
 from app.canonical.times import format_utc, to_utc
 from app.clients.models import Client
-from app.connectors.credentials import CredentialUnavailable
+from app.connectors.registry import UnknownConnector
 from app.connectors.resilience import DownstreamError
-from app.connectors.routing import NotConnected, connection_target
+from app.connectors.routing import NotConnected, connection_connector, connection_target
 from app.database import Database, utcnow
 from app.entitlements.service import entitlement_refusal, require_entitlement
 from app.jobs import dispatch
@@ -43,6 +43,7 @@ from app.problems import Problem
 from app.settings import Settings
 from app.snapshots.service import snapshot_units
 from app.tenants.models import Tenant
+from app.tenants.service import get_active_connection
 
 logger = logging.getLogger(__name__)
 
@@ -129,18 +130,20 @@ def known_units(*, db_session: Session, redis_client, settings: Settings, tenant
     return units
 
 
-def _require_capabilities(db_session: Session, settings: Settings, tenant: Tenant,
-                          job_type: str) -> None:
+def _require_capabilities(db_session: Session, tenant: Tenant, job_type: str) -> None:
     """Refuse (501) a job the tenant's systems cannot answer: a connector without a capability
-    the job type needs. A product without a connection is left to the unit catalogue's 503."""
+    the job type needs. A product without a (usable) connection is left to the unit
+    catalogue's 503."""
     for product, needed in JOB_CAPABILITIES[job_type].items():
+        connection = get_active_connection(db_session=db_session, tenant_id=tenant.id,
+                                           product=product)
         try:
-            target = connection_target(db_session=db_session, settings=settings,
-                                       tenant_id=str(tenant.id), tenant=tenant.slug,
-                                       product=product)
-        except (NotConnected, CredentialUnavailable):
+            connector = connection_connector(connection) if connection else None
+        except UnknownConnector:
+            connector = None
+        if connector is None:
             continue
-        missing = [capability for capability in needed if not target.connector.offers(capability)]
+        missing = [capability for capability in needed if not connector.offers(capability)]
         if missing:
             raise Problem(f"This tenant's {product} system does not offer what a {job_type} "
                           "job reads.", status=501, problem_type="not-offered-by-system")
@@ -204,7 +207,7 @@ def submit_job(*, db_session: Session, redis_client, settings: Settings, tenant_
                         products=JOB_PRODUCTS[job_type], client_pk=client_pk)
 
     tenant = _tenant(db_session, tenant_uuid)
-    _require_capabilities(db_session, settings, tenant, job_type)
+    _require_capabilities(db_session, tenant, job_type)
     try:
         catalogue = known_units(db_session=db_session, redis_client=redis_client,
                                 settings=settings, tenant=tenant, job_type=job_type)

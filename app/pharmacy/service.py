@@ -49,14 +49,19 @@ UNREADABLE = "unreadable"
 ITER_BATCH = 1000
 
 
-def _dispense_window(*, tenant_id: uuid.UUID, unit: str | None, since: datetime,
-                     until: datetime):
-    # Stored times are UTC; SQLite compares them as text, so the window is UTC too.
-    conditions = [PharmacyDispense.tenant_id == tenant_id,
-                  PharmacyDispense.dispensed_at >= to_utc(since),
-                  PharmacyDispense.dispensed_at < to_utc(until)]
+def _dispense_window(*, tenant_id: uuid.UUID, unit: str | None, since: datetime | None,
+                     until: datetime | None, ndc11: str | None = None):
+    # Stored times are UTC; SQLite compares them as text, so the window is UTC too. A filter
+    # that is None is not applied.
+    conditions = [PharmacyDispense.tenant_id == tenant_id]
+    if since is not None:
+        conditions.append(PharmacyDispense.dispensed_at >= to_utc(since))
+    if until is not None:
+        conditions.append(PharmacyDispense.dispensed_at < to_utc(until))
     if unit is not None:
         conditions.append(PharmacyDispense.unit == unit)
+    if ndc11 is not None:
+        conditions.append(PharmacyDispense.ndc11 == ndc11)
     return conditions
 
 
@@ -103,15 +108,8 @@ def dispenses_page(*, db_session: Session, tenant_id: uuid.UUID, unit: str | Non
     """Return a page of the tenant's stored dispenses, oldest first (canonical, pseudonymized:
     :func:`dispense_record`), and the position after its last one (None on the last page).
     The position is (dispense time, row id): a keyset, so a page costs the same however deep."""
-    conditions = [PharmacyDispense.tenant_id == tenant_id]
-    if unit is not None:
-        conditions.append(PharmacyDispense.unit == unit)
-    if ndc11 is not None:
-        conditions.append(PharmacyDispense.ndc11 == ndc11)
-    if since is not None:
-        conditions.append(PharmacyDispense.dispensed_at >= to_utc(since))
-    if until is not None:
-        conditions.append(PharmacyDispense.dispensed_at < to_utc(until))
+    conditions = _dispense_window(tenant_id=tenant_id, unit=unit, since=since, until=until,
+                                  ndc11=ndc11)
     if after is not None:
         at, row_id = to_utc(after[0]), after[1]
         conditions.append((PharmacyDispense.dispensed_at > at)
