@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-seed bench-lookups clean-data help
+.PHONY: run test faults lint bench bench-seed bench-lookups clean-data help
 
 help:
 	@echo "make run    start the whole stack (API, workers, beat, Flower, demo systems, Redis)"
 	@echo "make test   run the test suite against real Redis, a real worker and the demo systems"
+	@echo "make faults every fault drill: SIGKILLs, Redis/database/broker outages (~10 min)"
 	@echo "make lint   static checks (ruff, import-linter layer contracts)"
 	@echo "make bench  print performance figures (demo seeding, lookups under load; ~3 min)"
 
@@ -30,6 +31,10 @@ run: $(VENV)/.runtime-installed
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Every fault drill, the slow ones included (make test runs only the quick ones).
+faults: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
