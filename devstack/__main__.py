@@ -1,14 +1,16 @@
 """The one-command local stack (``make run``).
 
-``python -m devstack run``      prepare data, then start every process through honcho
+``python -m devstack run``      prepare data, then run every Procfile process under supervisord
 ``python -m devstack redis``    the embedded Redis (a Procfile process)
 ``python -m devstack announce`` wait for the stack, print URLs, where the secrets are, and a
                                 curl example (secrets themselves never reach the log)
 ``python -m devstack onboard``  onboard the demo sites as hub tenants (``run`` does this too)
+``python -m devstack ctl …``    supervisorctl on the running stack (``ctl status``,
+                                ``ctl restart worker_io``)
 
-The stack is a Procfile run by honcho; this module only prepares what the processes need
-(migrated database, seeded demo systems, onboarded demo tenants, exported settings) and
-reports when everything answers.
+The stack is a Procfile run under supervisord (devstack/supervision.py), which restarts a
+process that dies; this module only prepares what the processes need (migrated database, seeded
+demo systems, onboarded demo tenants, exported settings) and reports when everything answers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 import requests
 
 from app.settings import PROJECT_ROOT, Settings, load_settings
+from devstack.supervision import config_path, write_config
 
 READY_TIMEOUT_SECONDS = 180
 
@@ -222,11 +224,26 @@ def run() -> None:
         processes.insert(0, "redis")
     env = _process_environment(settings)
     env["DEVSTACK_STARTED_AT"] = str(time.time() - (time.monotonic() - started))
-    honcho = shutil.which("honcho", path=env["PATH"])
-    _say("starting " + ", ".join(processes))
+    config = write_config(procfile_path=PROJECT_ROOT / "Procfile", processes=processes,
+                          data_dir=settings.hub_data_dir, working_dir=PROJECT_ROOT,
+                          python=sys.executable)
+    supervisord = shutil.which("supervisord", path=env["PATH"])
+    _say("starting " + ", ".join(processes) + " under supervisord; a process that dies is "
+         "restarted (python -m devstack ctl status shows each one's state)")
     os.chdir(PROJECT_ROOT)
-    os.execvpe(honcho, [honcho, "--procfile", "Procfile", "start",
-                        *processes], env)
+    # supervisord takes this process's place: Ctrl-C (SIGINT) or SIGTERM reaches it and it
+    # stops the processes tier by tier (devstack/supervision.py).
+    os.execvpe(supervisord, [supervisord, "--configuration", str(config)], env)
+
+
+def ctl(arguments: list[str]) -> None:
+    """Run supervisorctl against the running stack (default: ``status``)."""
+    settings = load_settings()
+    supervisorctl = shutil.which("supervisorctl",
+                                 path=str(Path(sys.executable).parent) + os.pathsep
+                                 + os.environ.get("PATH", ""))
+    os.execv(supervisorctl, [supervisorctl, "--configuration",
+                             str(config_path(settings.hub_data_dir)), *(arguments or ["status"])])
 
 
 def onboard(manifest: Path | None, inventory_url: str | None,
@@ -268,7 +285,7 @@ def _wait_for(description: str, probe, deadline: float) -> None:
 
 def announce() -> None:
     """Wait until the API is ready and Flower sees both workers, then print how to use the
-    stack. Stays alive afterwards: honcho stops the whole stack when any process exits."""
+    stack, and end (supervisord runs it once: it is never restarted)."""
     settings = load_settings()
     api = f"http://127.0.0.1:{settings.hub_api_port}"
     flower = f"http://127.0.0.1:{settings.hub_flower_port}"
@@ -290,8 +307,6 @@ def announce() -> None:
     else:
         started_at = float(os.environ.get("DEVSTACK_STARTED_AT", time.time()))
         print(_banner(settings, api, flower, time.time() - started_at), flush=True)
-    while True:
-        signal.pause()
 
 
 DEMO_CLIENTS_FILE = "demo-clients.json"
@@ -395,6 +410,9 @@ def main() -> None:
     commands.add_parser("run", help=run.__doc__)
     commands.add_parser("redis", help=redis.__doc__)
     commands.add_parser("announce", help="Wait for the stack, then print how to use it.")
+    control = commands.add_parser("ctl", help=ctl.__doc__)
+    control.add_argument("arguments", nargs=argparse.REMAINDER,
+                         help="supervisorctl's arguments, e.g. status, restart worker_io")
     onboarding = commands.add_parser("onboard", help="Onboard the demo sites as tenants.")
     onboarding.add_argument("--manifest", type=Path,
                             help="manifest.json written by `python -m demo_systems seed` "
@@ -403,6 +421,9 @@ def main() -> None:
     onboarding.add_argument("--administration-url",
                             help="Base URL of the demo administration system.")
     arguments = parser.parse_args()
+    if arguments.command == "ctl":
+        ctl(arguments.arguments)
+        return
     if arguments.command == "onboard":
         onboard(arguments.manifest, arguments.inventory_url, arguments.administration_url)
         return

@@ -1,5 +1,6 @@
-"""`make run`'s launcher brings the whole stack up with embedded defaults, and Ctrl-C stops
-every process it started."""
+"""`make run`'s launcher brings the whole stack up with embedded defaults under supervisord,
+which restarts a process that dies while the others keep running; Ctrl-C stops every process
+it started."""
 
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def test_an_idle_stack_writes_at_most_five_log_lines_a_minute(running_stack):
     # A measurement over one minute of idling, not a wait for something to happen.
     wait_until(lambda: time.monotonic() >= window_ends, timeout=90, interval=1,
                description="one idle minute")
-    written = [line for line in output[start:] if " system " not in line[:30]]
+    written = [line for line in output[start:] if " supervisor " not in line[:30]]
 
     assert len(written) <= IDLE_BUDGET_PER_MINUTE, "".join(written)[-3000:]
 
@@ -151,7 +152,7 @@ def test_stack_is_ready_and_prints_where_the_secrets_are_and_a_curl_example(runn
     assert requests.get(f"{api}/readyz", timeout=10).status_code == 200
     assert "north-general-operator" in banner
     assert str(secrets_dir / "demo-clients.json") in banner
-    # honcho prefixes each line with the time and process name.
+    # The console prefixes each line with the time and process name.
     curl_line = next(line[line.index("curl "):].strip() for line in running_stack["output"]
                      if "curl -s" in line)
     answer = subprocess.run(shlex.split(curl_line), capture_output=True, text=True, timeout=30)
@@ -272,8 +273,87 @@ def test_stack_redis_requires_its_password_and_no_process_logs_it(running_stack)
         reply = connection.makefile("rb").readline()
 
     assert reply.startswith(b"-NOAUTH")
-    # Every process of the stack (API, workers, beat, Flower, announce) logs through honcho.
+    # Every process of the stack (API, workers, beat, Flower, announce) logs to the console.
     assert len(password) >= 32 and password not in "".join(running_stack["output"])
+
+
+def _supervised_pids(stack) -> dict[str, int]:
+    """``{process: pid}`` of the processes running under supervisord, as its status command
+    (``python -m devstack ctl status``) lists them."""
+    status = subprocess.run(
+        [sys.executable, "-m", "devstack", "ctl", "status"], cwd=PROJECT_ROOT,
+        env={**os.environ, "HUB_DATA_DIR": stack["data_dir"]}, capture_output=True, text=True,
+        timeout=30).stdout
+    return {name.split(":")[-1]: int(pid) for name, pid in re.findall(
+        r"^(\S+)\s+(?:RUNNING|STARTING)\s+pid (\d+),", status, re.MULTILINE)}
+
+
+def _run_job(stack) -> dict:
+    """Submit a one-unit administration count as the demo operator; the job once final."""
+    api = f"http://127.0.0.1:{stack['HUB_API_PORT']}"
+    secrets_dir = Path(stack["data_dir"]) / "secrets"
+    client = "north-general-operator"
+    client_secret = json.loads((secrets_dir / "demo-clients.json").read_text())[client]
+    token = requests.post(f"{api}/v1/oauth/token", timeout=10, data={
+        "grant_type": "client_credentials", "client_id": client,
+        "client_secret": client_secret}).json()["access_token"]
+    truth = requests.get(
+        f"http://127.0.0.1:{stack['DEMO_ADMINISTRATION_PORT']}/_admin/export/ground-truth",
+        params={"site": "north-general"}, timeout=30,
+        headers={"X-Admin-Token": os.environ.get("DEMO_ADMIN_TOKEN", "demo-admin")}).json()
+    headers = {"Authorization": f"Bearer {token}"}
+    submitted = requests.post(f"{api}/v1/jobs", timeout=30, json={
+        "type": "administration_counts", "params": {
+            "window": {"since": truth["window_start"], "until": truth["window_end"]},
+            "units": ["ED-1"]}},
+        headers={**headers, "Idempotency-Key": f"after-restart-{time.time():.6f}"})
+    assert submitted.status_code == 202, submitted.text
+    seen = {}
+
+    def final() -> bool:
+        seen.update(requests.get(f"{api}/v1/jobs/{submitted.json()['id']}", headers=headers,
+                                 timeout=10).json())
+        return seen["status"] in {"succeeded", "failed", "cancelled"}
+
+    wait_until(final, timeout=90, interval=0.5, description="the job submitted after restarts")
+    return seen
+
+
+@pytest.mark.faults
+def test_a_killed_worker_parent_and_beat_are_restarted_while_the_rest_keeps_running(
+        running_stack):
+    output = running_stack["output"]
+    start = len(output)
+    before = _supervised_pids(running_stack)
+    killed = ("worker_io", "beat")
+    assert set(before) >= {"redis", "api", "hl7", "worker_io", "worker_compute", "beat"}
+
+    for name in killed:
+        os.kill(before[name], signal.SIGKILL)
+
+    def restarted() -> bool:
+        now = _supervised_pids(running_stack)
+        return all(now.get(name) not in (None, before[name]) for name in killed)
+
+    wait_until(restarted, timeout=15, interval=0.1, description="worker_io and beat restarted")
+    after = _supervised_pids(running_stack)
+    # supervisord's own lines, through the console: how each ended, and its new process.
+    for name in killed:
+        wait_until(lambda name=name: any(
+            f"exited: {name} (terminated by SIGKILL; not expected)" in line for line in output)
+            and any(f"spawned: '{name}' with pid {after[name]}" in line for line in output),
+            timeout=5, description=f"{name}'s restart in the console")
+    # Nothing else was stopped or restarted.
+    assert {name: pid for name, pid in after.items() if name not in killed} == {
+        name: pid for name, pid in before.items() if name not in killed}
+    api = f"http://127.0.0.1:{running_stack['HUB_API_PORT']}"
+    assert requests.get(f"{api}/readyz", timeout=10).status_code == 200
+    # The restarted io worker takes work again: a job's unit tasks run on it.
+    assert _run_job(running_stack)["status"] == "succeeded"
+    assert any(line[9:].startswith("worker_io ") and '"io@' in line and ' ready."' in line
+               for line in output[start:])
+    # Each was restarted once, not in a loop.
+    assert _supervised_pids(running_stack) == after
 
 
 def test_ctrl_c_stops_every_process_of_the_stack(running_stack):
