@@ -23,6 +23,12 @@ limit_request_field_size = 8190
 accesslog = None
 errorlog = "-"
 loglevel = "warning"
+# The drain on SIGTERM (supervisord's stop, systemd's KillSignal, Kubernetes' pod deletion): the
+# master closes the listening socket, each worker stops accepting at once (and closes its copy:
+# app/edge/server.py), the requests in flight get up to this many seconds to finish, then the
+# workers are killed. Above the downstream read timeout (HUB_DOWNSTREAM_READ_TIMEOUT, 5 s), so a
+# lookup waiting on a slow hospital system still answers; the supervisors' stop timeouts
+# (devstack/supervision.py STOP_WAIT_SECONDS, docs/operations.md) are set above it.
 graceful_timeout = 10
 # Gunicorn's runtime control socket lives at one fixed path per user: two hubs (or a hub and
 # the test suite's) on one machine would collide on it, and the hub does not use it.

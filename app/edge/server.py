@@ -61,7 +61,20 @@ def server_error_answer(status: int) -> bytes:
 
 
 class ProblemThreadWorker(ThreadWorker):
-    """Gunicorn's gthread worker, answering the errors it raises itself with problem+json."""
+    """Gunicorn's gthread worker, answering the errors it raises itself with problem+json, and
+    refusing new connections as soon as it drains."""
+
+    def set_accept_enabled(self, enabled):
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            # Draining after SIGTERM. gthread stops accepting but keeps its copy of the
+            # listening socket open until the requests in flight finish (up to
+            # graceful_timeout), so the kernel goes on queueing new connections that nobody
+            # will serve and that are reset when the worker ends. The master closed its own
+            # copy on SIGTERM; closing this one now lets new connections be refused at once,
+            # and a client or load balancer goes elsewhere instead of waiting.
+            for listener in self.sockets:
+                listener.close()
 
     def handle_error(self, req, client, addr, exc):
         status = server_error_status(exc)
