@@ -228,6 +228,9 @@ def run() -> None:
                           data_dir=settings.hub_data_dir, working_dir=PROJECT_ROOT,
                           python=sys.executable)
     supervisord = shutil.which("supervisord", path=env["PATH"])
+    if supervisord is None:
+        raise SystemExit("[devstack] supervisord not found: install the requirements "
+                         "(make run does: pip install -r requirements.txt)")
     _say("starting " + ", ".join(processes) + " under supervisord; a process that dies is "
          "restarted (python -m devstack ctl status shows each one's state)")
     os.chdir(PROJECT_ROOT)
