@@ -766,9 +766,10 @@ def redispatch_orphans(*, db_session: Session, redis_client, settings: Settings,
             task_name = dispatch.PLAN_JOB
         else:
             task_name = dispatch.RUN_JOB_UNIT
-            # Quiet again from now: the next looks give the re-sent task its grace period.
+            # Pending again and quiet from now: the re-sent task gets a new grace period, and
+            # while it waits in a busy queue it is not suspected (and sent) again.
             row = _unit_row(db_session, suspect.job_id, suspect.unit)
-            row.updated_at = utcnow()
+            row.status, row.updated_at = "pending", utcnow()
         _add_outbox_message(db_session, settings, task_name=task_name, job_id=job_uuid,
                             unit=suspect.unit)
         redispatched.append((suspect, task_name))
