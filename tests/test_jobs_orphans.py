@@ -143,19 +143,27 @@ def database_down_app(hub_settings, monkeypatch):
     app.extensions["hub"].database.engine.dispose()
 
 
-def _call_unit_task(job_id: str, unit: str, *, outage_retries: int, outage_since: float):
-    """Run the unit task in this process as a worker would run its retried delivery."""
-    from tasks.jobs import OUTAGE_RETRIES_HEADER, OUTAGE_SINCE_HEADER, run_job_unit
+def _call_task(task, *args: str, outage_retries: int, outage_since: float,
+               queue: str = "io"):
+    """Run a job task in this process as a worker would run its retried delivery."""
+    from tasks.jobs import OUTAGE_RETRIES_HEADER, OUTAGE_SINCE_HEADER
 
     headers = {OUTAGE_RETRIES_HEADER: outage_retries, OUTAGE_SINCE_HEADER: outage_since}
-    run_job_unit.push_request(id=str(uuid.uuid4()), args=[job_id, unit], kwargs={},
-                              retries=outage_retries, headers=headers,
-                              delivery_info={"exchange": "hub", "routing_key": "io"},
-                              called_directly=False, is_eager=False, **headers)
+    task.push_request(id=str(uuid.uuid4()), args=list(args), kwargs={},
+                      retries=outage_retries, headers=headers,
+                      delivery_info={"exchange": "hub", "routing_key": queue},
+                      called_directly=False, is_eager=False, **headers)
     try:
-        return run_job_unit(job_id, unit)
+        return task(*args)
     finally:
-        run_job_unit.pop_request()
+        task.pop_request()
+
+
+def _call_unit_task(job_id: str, unit: str, *, outage_retries: int, outage_since: float):
+    from tasks.jobs import run_job_unit
+
+    return _call_task(run_job_unit, job_id, unit, outage_retries=outage_retries,
+                      outage_since=outage_since)
 
 
 def test_a_unit_meeting_a_database_outage_retries_and_its_retry_finishes_it(
@@ -245,6 +253,53 @@ def test_a_unit_past_its_outage_budget_is_dead_lettered_once_the_database_answer
     assert job["result"]["records"] == sum(
         row["count"] for row in truth["administration"]["by_site_ward_ndc11_date"]
         if row["ward"] == "ICU1")
+
+
+def test_the_chords_errback_survives_a_database_outage(database_down_app, hub_app, truth,
+                                                       api, tokens):
+    from celery.exceptions import Retry
+
+    from tasks.jobs import mark_job_failed
+
+    job_id = _recorded_job(hub_app, truth, ["ICU-1"])
+
+    with pytest.raises(Retry):
+        _call_task(mark_job_failed, job_id, outage_retries=0, outage_since=time.time(),
+                   queue="compute")
+
+    # Its retry (session's worker, database fine) records the failure.
+    job = finished(api, tokens, job_id, timeout=30)
+    assert job["status"] == "failed" and "unexpectedly" in job["error"]
+
+
+def test_merge_and_errback_past_the_outage_budget_leave_the_job_to_the_reconcilers(
+        database_down_app, hub_app, truth, hub_settings):
+    from tasks.jobs import mark_job_failed, merge_job_results
+
+    job_id = _recorded_job(hub_app, truth, ["ICU-1"])
+    spent = time.time() - hub_settings.hub_unit_outage_retry_seconds
+
+    merged = _call_task(merge_job_results, job_id, outage_retries=25, outage_since=spent,
+                        queue="compute")
+    marked = _call_task(mark_job_failed, job_id, outage_retries=25, outage_since=spent,
+                        queue="compute")
+
+    assert merged == {"job_id": job_id, "status": "deferred"}
+    assert marked == {"job_id": job_id, "status": "deferred"}
+    _cancel(hub_app, job_id)
+
+
+def test_the_merge_reconciler_fails_a_running_job_whose_unit_was_dead_lettered(hub_app, truth):
+    job_id = _recorded_job(hub_app, truth, ["ICU-1"])
+    _set_units(hub_app, job_id, status="failed", quiet_seconds=600)
+    hub = hub_app.extensions["hub"]
+    with hub_app.app_context():
+        session = hub.database.session
+        awaiting = {job for job, _tenant in service.jobs_awaiting_merge(
+            db_session=session, idle_seconds=60)}
+        assert job_id in awaiting
+        assert service.merge_job(db_session=session, settings=hub.settings,
+                                 job_id=job_id) == "failed"
 
 
 def _cancel(hub_app, job_id: str) -> None:
