@@ -753,7 +753,8 @@ def redispatch_orphans(*, db_session: Session, redis_client, settings: Settings,
     previous = look[1] if look is not None else set()
     holdings = dispatch.worker_holdings(broker_url=settings.celery_broker_url)
     if holdings is None:
-        logger.warning("orphan check skipped: no worker answered the inspection")
+        logger.warning("orphan check skipped: no worker (or not every one) answered the "
+                       "inspection")
         return {"workers": 0, "suspects": 0, "redispatched": 0}
     idle = dispatch.idle_queues(("io", "compute"), broker_url=settings.celery_broker_url)
     suspects = orphan_suspects(db_session=db_session, settings=settings, holdings=holdings,
