@@ -85,10 +85,12 @@ def _nothing_held(workers=("w@host",)) -> dispatch.WorkerHoldings:
 
 @pytest.fixture
 def fresh_looks(hub_app):
-    """No earlier look of the orphan reconciler (its memory is one Redis key)."""
-    hub_app.extensions["hub"].redis.delete(service.ORPHAN_SUSPECTS_KEY)
+    """No earlier look of the orphan reconciler (its memory is one Redis key), no check
+    under way."""
+    keys = (service.ORPHAN_SUSPECTS_KEY, service.ORPHAN_CHECK_LOCK_KEY)
+    hub_app.extensions["hub"].redis.delete(*keys)
     yield
-    hub_app.extensions["hub"].redis.delete(service.ORPHAN_SUSPECTS_KEY)
+    hub_app.extensions["hub"].redis.delete(*keys)
 
 
 def _redispatch(hub_app, now: float) -> dict:

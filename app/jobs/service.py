@@ -676,6 +676,9 @@ ORPHAN_SUSPECTS_KEY = "hub:jobs:orphan-suspects"
 # worker's reply, a message between queue and worker) and at most the TTL after it.
 ORPHAN_CONFIRM_MIN_SECONDS = 5
 ORPHAN_SUSPECTS_TTL_SECONDS = 180
+ORPHAN_CHECK_LOCK_KEY = "hub:jobs:orphan-check-lock"
+# Longer than one check takes (three inspections of at most 2 s each, a few queries).
+ORPHAN_CHECK_LOCK_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -746,6 +749,19 @@ def redispatch_orphans(*, db_session: Session, redis_client, settings: Settings,
 
     When no worker answers at all nothing is decided (nobody can tell a dead worker from a
     busy one); the look is not recorded either. Returns counts."""
+    # One check at a time (two maintenance workers, a slow inspection): two overlapping
+    # checks would both confirm the same suspects and send them twice.
+    if not redis_client.set(ORPHAN_CHECK_LOCK_KEY, "1", nx=True, ex=ORPHAN_CHECK_LOCK_SECONDS):
+        return {"workers": 0, "suspects": 0, "redispatched": 0}
+    try:
+        return _redispatch_orphans(db_session=db_session, redis_client=redis_client,
+                                   settings=settings, now=now)
+    finally:
+        redis_client.delete(ORPHAN_CHECK_LOCK_KEY)
+
+
+def _redispatch_orphans(*, db_session: Session, redis_client, settings: Settings,
+                        now: float) -> dict:
     look = _previous_look(redis_client)
     if look is not None and now - look[0] < ORPHAN_CONFIRM_MIN_SECONDS:
         # Too soon after the last look (two checks sent at once) to count as a second one.
