@@ -73,7 +73,7 @@ result_backend_transport_options = {"visibility_timeout": _settings.hub_visibili
 result_expires = _settings.hub_result_expires
 # Give a task that is still running at shutdown time to finish before a warm shutdown becomes
 # cold (and the message is requeued).
-worker_soft_shutdown_timeout = 20.0
+worker_soft_shutdown_timeout = _settings.hub_worker_soft_shutdown_timeout
 worker_enable_soft_shutdown_on_idle = True
 
 # Recycle worker processes: long-lived processes that page through large downstream data
@@ -120,6 +120,15 @@ beat_schedule = {
         "task": "hub.maintenance.reconcile_jobs",
         "schedule": 60.0,
         "options": {"expires": 60},
+    },
+    # Re-sends job units (and plans) that no live worker holds: a SIGKILLed worker's units
+    # run again within about a minute instead of after the Redis visibility timeout, and a
+    # unit lost in a database outage runs once the database is back. Two looks confirm an
+    # orphan, so the interval sets the reaction time (grace + about two intervals).
+    "redispatch-orphaned-units": {
+        "task": "hub.maintenance.redispatch_orphaned_units",
+        "schedule": 15.0,
+        "options": {"expires": 15},
     },
     # Gives new tenants their syncs and mirrors schedule changes made in the database.
     "apply-sync-schedules": {

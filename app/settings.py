@@ -156,7 +156,23 @@ SETTINGS: tuple[Setting, ...] = (
             "outbox task while the broker is unreachable (the wait doubles from 1 s, with "
             "jitter).", "float"),
     Setting("HUB_UNIT_MAX_DELIVERIES", 5, "Deliveries of one unit task (redeliveries after a "
-            "killed worker included) before it is dead-lettered.", "int"),
+            "killed worker and re-dispatches of an orphaned unit included; a task's own "
+            "retries not) before it is dead-lettered.", "int"),
+    Setting("HUB_UNIT_OUTAGE_RETRY_SECONDS", 600, "How long a job's tasks (plan, unit, merge) "
+            "keep retrying while the database or Redis is unavailable (exponential backoff "
+            "with jitter, at most `HUB_OUTAGE_RETRY_MAX_SECONDS` apart) before a unit is "
+            "dead-lettered; what cannot even be recorded is left to the orphan reconciler.",
+            "int"),
+    Setting("HUB_OUTAGE_RETRY_MAX_SECONDS", 30.0, "Longest wait between two retries of a job's "
+            "task while the database or Redis is unavailable (the wait doubles from 1 s).",
+            "float"),
+    Setting("HUB_ORPHAN_GRACE_SECONDS", 30, "Seconds a running job's unprogressing unit (or a "
+            "queued job's plan) must have been quiet before the orphan reconciler may "
+            "re-dispatch it; it must also be held by no live worker in two consecutive looks.",
+            "int"),
+    Setting("HUB_WORKER_SOFT_SHUTDOWN_TIMEOUT", 20.0, "Seconds a worker told to stop (SIGTERM) "
+            "gives its running tasks to finish before it stops them; their messages are then "
+            "put back on the queue (late acknowledgement).", "float"),
     Setting("HUB_PARALLEL_RUN_STASH_SECONDS", 300, "Seconds the hub's answer to a sampled "
             "lookup waits in Redis for its parallel-run comparison (docs/parallel-run.md); a "
             "comparison whose worker starts later is dropped, not counted.", "int"),
@@ -288,6 +304,10 @@ class Settings:
     hub_beat_lock_timeout: int
     hub_unit_task_retries: int
     hub_unit_max_deliveries: int
+    hub_unit_outage_retry_seconds: int
+    hub_outage_retry_max_seconds: float
+    hub_orphan_grace_seconds: int
+    hub_worker_soft_shutdown_timeout: float
     hub_outbox_grace_seconds: int
     hub_outbox_retry_max_seconds: float
     hub_parallel_run_stash_seconds: int

@@ -6,12 +6,14 @@ the API never imports task code, so it stays light and cannot run a task in its 
 
 from __future__ import annotations
 
+import ast
+from dataclasses import dataclass
 from functools import lru_cache
 
 from celery import Celery, chain, chord, signature
 from celery.exceptions import CeleryError
 from celery.result import AsyncResult
-from kombu.exceptions import KombuError
+from kombu.exceptions import ChannelError, KombuError
 from redis.exceptions import RedisError
 
 from app.observability import task_context
@@ -116,3 +118,74 @@ def fan_out_event(*, event_id: str) -> None:
 def deliver_webhook(*, delivery_id: str, countdown: float | None = None) -> None:
     """Attempt one webhook delivery, now or after ``countdown`` seconds (a retry's backoff)."""
     _send("hub.io.deliver_webhook", (delivery_id,), countdown, ignore_result=True)
+
+
+@dataclass(frozen=True)
+class WorkerHoldings:
+    """What the live workers hold right now: the (task name, args) of every task running,
+    reserved (prefetched) or scheduled (a retry's countdown), and which workers answered."""
+
+    workers: frozenset[str]
+    tasks: frozenset[tuple[str, tuple]]
+
+    def holds(self, task_name: str, args: tuple) -> bool:
+        return (task_name, tuple(args)) in self.tasks
+
+
+def _task_args(entry: dict) -> tuple:
+    args = entry.get("args") or ()
+    if isinstance(args, str):
+        # An older worker answers with the arguments' repr: ids only, so a literal.
+        try:
+            args = ast.literal_eval(args)
+        except (ValueError, SyntaxError):
+            return ()
+    return tuple(args) if isinstance(args, list | tuple) else ()
+
+
+def worker_holdings(*, timeout: float = 2.0, broker_url: str | None = None
+                    ) -> WorkerHoldings | None:
+    """Ask every live worker which tasks it holds (``inspect`` active, reserved, scheduled:
+    on Redis and RabbitMQ alike). None when no worker answered at all: then nothing can be
+    concluded about any task. A worker restarted under the same name answers for itself, so
+    a task its previous process held counts as held by nobody."""
+    inspect = celery_client(broker_url).control.inspect(timeout=timeout)
+    active = inspect.active()
+    if not active:
+        return None
+    workers = frozenset(active)
+    # The workers that answered once are asked again by name: the reply returns as soon as
+    # all of them have answered, instead of after the whole timeout.
+    asked = celery_client(broker_url).control.inspect(destination=sorted(workers),
+                                                     timeout=timeout, limit=len(workers))
+    reserved = asked.reserved() or {}
+    scheduled = asked.scheduled() or {}
+    tasks: set[tuple[str, tuple]] = set()
+    for replies in (active, reserved):
+        for entries in replies.values():
+            tasks.update((entry.get("name"), _task_args(entry)) for entry in entries or ())
+    for entries in scheduled.values():
+        for entry in entries or ():
+            request = entry.get("request") or {}
+            tasks.add((request.get("name"), _task_args(request)))
+    if set(reserved) != workers or set(scheduled) != workers:
+        # A worker that answered the first question but not the next may hold anything.
+        return None
+    return WorkerHoldings(workers=workers, tasks=frozenset(tasks))
+
+
+def idle_queues(names: tuple[str, ...], *, broker_url: str | None = None) -> frozenset[str]:
+    """Return which of the queues ``names`` hold no message waiting for a worker (a passive
+    declare, which Redis and RabbitMQ both answer with the message count)."""
+    idle = set()
+    with celery_client(broker_url).connection_for_write() as connection:
+        for name in names:
+            # A channel per question: RabbitMQ closes the channel a NOT_FOUND was raised on.
+            with connection.channel() as channel:
+                try:
+                    waiting = channel.queue_declare(queue=name, passive=True).message_count
+                except ChannelError:
+                    waiting = 0  # Redis drops an empty queue's key: nothing waits in it
+            if waiting == 0:
+                idle.add(name)
+    return frozenset(idle)

@@ -38,6 +38,7 @@ from app.jobs.models import DeadLetter, Job, JobResult, JobUnit, OutboxMessage
 from app.jobs.results import MERGERS
 from app.jobs.schemas import PARAMS_SCHEMAS
 from app.jobs.work import count_unit_administrations, reconcile_unit, reconcile_unit_dispensing
+from app.observability.metrics import JOB_TASKS_REDISPATCHED
 from app.phi.boundary import assert_phi_free
 from app.problems import Problem
 from app.settings import Settings
@@ -376,16 +377,25 @@ def _transition(db_session: Session, job_id: uuid.UUID, *, to: str, allowed_from
 
 # --- worker side -------------------------------------------------------------------------
 
-def start_job(*, db_session: Session, job_id: str) -> list[str]:
-    """Mark the job running and return its units still to do ([] if cancelled or done)."""
+def start_job(*, db_session: Session, job_id: str, resume: bool = False) -> list[str]:
+    """Mark the job running and return its units still to do ([] if cancelled or done).
+
+    ``resume``: the plan is being retried after an outage that may have struck after the job
+    was marked running: a running job's units still pending are returned too (none of them
+    was sent; a unit already begun is not)."""
     job_uuid = uuid.UUID(job_id)
     started = _transition(db_session, job_uuid, to="running", allowed_from=("queued",),
                           started_at=utcnow())
     db_session.commit()
+    statuses: tuple[str, ...] = ("pending", "running")
     if not started:
-        return []  # cancelled meanwhile, or a redelivered plan of a job already under way
+        # Cancelled meanwhile, or a redelivered plan of a job already under way.
+        if not resume or db_session.scalar(select(Job.status).where(Job.id == job_uuid)) \
+                != "running":
+            return []
+        statuses = ("pending",)
     return list(db_session.scalars(select(JobUnit.unit).where(
-        JobUnit.job_id == job_uuid, JobUnit.status.in_(("pending", "running")))
+        JobUnit.job_id == job_uuid, JobUnit.status.in_(statuses))
         .order_by(JobUnit.unit)))
 
 
@@ -402,18 +412,36 @@ def _unit_row(db_session: Session, job_id: str, unit: str) -> JobUnit | None:
                                                    JobUnit.unit == unit))
 
 
-def begin_unit(*, db_session: Session, job_id: str, unit: str, max_deliveries: int) -> str:
-    """Count a delivery of a unit task; return ``run``, ``skip`` (done, cancelled) or
-    ``exhausted`` (delivered too often: a worker keeps dying on it)."""
+def begin_unit(*, db_session: Session, job_id: str, unit: str, max_deliveries: int,
+               counted: bool = True) -> str:
+    """Count a delivery of a unit task; return ``run``, ``skip`` (done, cancelled, failed) or
+    ``exhausted`` (delivered too often: a worker keeps dying on it).
+
+    ``counted`` False: the task's own retry (after a downstream error or an outage), which
+    is not a new delivery, so a long outage does not use up the deliveries. A redelivery
+    (a worker was lost) and a re-dispatch of an orphaned unit count."""
     row = _unit_row(db_session, job_id, unit)
     job = db_session.get(Job, uuid.UUID(job_id))
     if row is None or job is None or job.status in FINAL_STATUSES or row.status in (
-            "done", "cancelled"):
+            "done", "cancelled", "failed"):
         return "skip"
-    row.attempts += 1
+    if counted:
+        row.attempts += 1
     row.status = "running"
     db_session.commit()
     return "exhausted" if row.attempts > max_deliveries else "run"
+
+
+def outage_retry_delay(*, settings: Settings, outage_retries: int, first_outage_at: float,
+                       now: float) -> float | None:
+    """Seconds before the next try of a job task that met an unavailable database or Redis
+    (doubling from about 1 s, with jitter, capped), or None once it has been retrying for
+    ``HUB_UNIT_OUTAGE_RETRY_SECONDS``: an outage of minutes is ridden through, a longer one
+    ends in a dead letter (or the orphan reconciler, if even that cannot be written)."""
+    if now - first_outage_at >= settings.hub_unit_outage_retry_seconds:
+        return None
+    return min(settings.hub_outage_retry_max_seconds,
+               random.uniform(0.5, 1.0) * 2 ** min(outage_retries, 16))
 
 
 def unit_refusal(*, db_session: Session, job_id: str) -> Problem | None:
@@ -638,6 +666,143 @@ def jobs_awaiting_merge(*, db_session: Session, idle_seconds: int) -> list[tuple
                               .where(Job.status == "running", Job.id.not_in(unfinished),
                                      Job.id.not_in(recent)))
     return [(str(job_id), slug) for job_id, slug in rows]
+
+
+# --- orphaned work -----------------------------------------------------------------------------
+
+# The previous look of the orphan reconciler (Redis): what it suspected, and when.
+ORPHAN_SUSPECTS_KEY = "hub:jobs:orphan-suspects"
+# A suspicion is confirmed by a second look at least this long after the first (a slow
+# worker's reply, a message between queue and worker) and at most the TTL after it.
+ORPHAN_CONFIRM_MIN_SECONDS = 5
+ORPHAN_SUSPECTS_TTL_SECONDS = 180
+ORPHAN_CHECK_LOCK_KEY = "hub:jobs:orphan-check-lock"
+# Longer than one check takes (three inspections of at most 2 s each, a few queries).
+ORPHAN_CHECK_LOCK_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class OrphanSuspect:
+    """A piece of a running job's work that no live worker holds: a unit, or a queued job's
+    plan (``unit`` None)."""
+
+    job_id: str
+    unit: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}:{self.unit or ''}"
+
+
+def orphan_suspects(*, db_session: Session, settings: Settings, holdings: dispatch.WorkerHoldings,
+                    idle_queues: frozenset[str]) -> set[OrphanSuspect]:
+    """Return the work that looks orphaned now (:func:`redispatch_orphans` re-sends it once a
+    second look agrees):
+
+    - a unit ``running`` (a worker began it) of a running job, quiet for the grace period,
+      that no live worker holds (running, reserved, or waiting out a retry's countdown);
+    - a unit ``pending`` of a running job, quiet as long, held by no worker while nothing
+      waits in the io queue (so it is not merely queued behind other work);
+    - a ``queued`` job, older than the grace period, whose plan was sent but which no worker
+      holds while nothing waits in the compute queue.
+
+    Work whose task still waits in the outbox is the dispatcher's, not an orphan."""
+    cutoff = utcnow() - timedelta(seconds=settings.hub_orphan_grace_seconds)
+    unsent = {(job_id, unit) for job_id, unit in db_session.execute(
+        select(OutboxMessage.job_id, OutboxMessage.unit).where(OutboxMessage.sent_at.is_(None)))}
+    suspects: set[OrphanSuspect] = set()
+    rows = db_session.execute(
+        select(JobUnit.job_id, JobUnit.unit, JobUnit.status).join(Job, Job.id == JobUnit.job_id)
+        .where(Job.status == "running", JobUnit.status.in_(("pending", "running")),
+               JobUnit.updated_at < cutoff))
+    for job_id, unit, status in rows:
+        if (job_id, unit) in unsent or holdings.holds(dispatch.RUN_JOB_UNIT, (str(job_id), unit)):
+            continue
+        if status == "pending" and "io" not in idle_queues:
+            continue
+        suspects.add(OrphanSuspect(str(job_id), unit))
+    if "compute" in idle_queues:
+        for job_id in db_session.scalars(select(Job.id).where(Job.status == "queued",
+                                                                Job.created_at < cutoff)):
+            if any(key[0] == job_id for key in unsent) or holdings.holds(
+                    dispatch.PLAN_JOB, (str(job_id),)):
+                continue
+            suspects.add(OrphanSuspect(str(job_id), None))
+    return suspects
+
+
+def _previous_look(redis_client) -> tuple[float, set[str]] | None:
+    stored = redis_client.get(ORPHAN_SUSPECTS_KEY)
+    if not stored:
+        return None
+    look = json.loads(stored)
+    return look["at"], set(look["suspects"])
+
+
+def redispatch_orphans(*, db_session: Session, redis_client, settings: Settings,
+                       now: float) -> dict:
+    """The orphan reconciler: re-send, through the outbox, each unit (or plan) that no live
+    worker held in this look and the previous one (a killed worker's, or one whose task was
+    lost while the database was down). A unit re-sent this way counts as a delivery
+    (``HUB_UNIT_MAX_DELIVERIES``) and merges its job after it; a job whose units are all
+    finished is merged by :func:`jobs_awaiting_merge`'s reconciler.
+
+    When no worker answers at all nothing is decided (nobody can tell a dead worker from a
+    busy one); the look is not recorded either. Returns counts."""
+    # One check at a time (two maintenance workers, a slow inspection): two overlapping
+    # checks would both confirm the same suspects and send them twice.
+    if not redis_client.set(ORPHAN_CHECK_LOCK_KEY, "1", nx=True, ex=ORPHAN_CHECK_LOCK_SECONDS):
+        return {"workers": 0, "suspects": 0, "redispatched": 0}
+    try:
+        return _redispatch_orphans(db_session=db_session, redis_client=redis_client,
+                                   settings=settings, now=now)
+    finally:
+        redis_client.delete(ORPHAN_CHECK_LOCK_KEY)
+
+
+def _redispatch_orphans(*, db_session: Session, redis_client, settings: Settings,
+                        now: float) -> dict:
+    look = _previous_look(redis_client)
+    if look is not None and now - look[0] < ORPHAN_CONFIRM_MIN_SECONDS:
+        # Too soon after the last look (two checks sent at once) to count as a second one.
+        return {"workers": 0, "suspects": 0, "redispatched": 0}
+    previous = look[1] if look is not None else set()
+    holdings = dispatch.worker_holdings(broker_url=settings.celery_broker_url)
+    if holdings is None:
+        logger.warning("orphan check skipped: no worker (or not every one) answered the "
+                       "inspection")
+        return {"workers": 0, "suspects": 0, "redispatched": 0}
+    idle = dispatch.idle_queues(("io", "compute"), broker_url=settings.celery_broker_url)
+    suspects = orphan_suspects(db_session=db_session, settings=settings, holdings=holdings,
+                               idle_queues=idle)
+    confirmed = [suspect for suspect in suspects if suspect.key in previous]
+    redispatched = []
+    for suspect in confirmed:
+        job_uuid = uuid.UUID(suspect.job_id)
+        if suspect.unit is None:
+            task_name = dispatch.PLAN_JOB
+        else:
+            task_name = dispatch.RUN_JOB_UNIT
+            # Pending again and quiet from now: the re-sent task gets a new grace period, and
+            # while it waits in a busy queue it is not suspected (and sent) again.
+            row = _unit_row(db_session, suspect.job_id, suspect.unit)
+            row.status, row.updated_at = "pending", utcnow()
+        _add_outbox_message(db_session, settings, task_name=task_name, job_id=job_uuid,
+                            unit=suspect.unit)
+        redispatched.append((suspect, task_name))
+    db_session.commit()
+    for suspect, task_name in redispatched:
+        send_job_messages(db_session=db_session, settings=settings,
+                          job_id=uuid.UUID(suspect.job_id))
+        JOB_TASKS_REDISPATCHED.labels(task="plan" if suspect.unit is None else "unit").inc()
+        logger.warning("orphaned job task re-dispatched (no live worker held it)",
+                       extra={"job_id": suspect.job_id, "unit": suspect.unit,
+                              "task_name": task_name})
+    remaining = sorted(suspect.key for suspect in suspects if suspect.key not in previous)
+    redis_client.set(ORPHAN_SUSPECTS_KEY, json.dumps({"at": now, "suspects": remaining}),
+                     ex=ORPHAN_SUSPECTS_TTL_SECONDS)
+    return {"workers": len(holdings.workers), "suspects": len(suspects),
+            "redispatched": len(redispatched)}
 
 
 # --- the outbox ------------------------------------------------------------------------------

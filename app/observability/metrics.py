@@ -62,6 +62,14 @@ WEBHOOK_QUEUE_LAG = Histogram("hub_webhook_queue_lag_seconds", "Seconds between 
                               "delivery falling due and its attempt starting.",
                               buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900))
 
+JOB_TASKS_REDISPATCHED = Counter("hub_job_tasks_redispatched_total", "Job tasks the orphan "
+                                 "reconciler sent again because no live worker held them (a "
+                                 "killed worker, a task lost in an outage), by task (unit, "
+                                 "plan).", ["task"])
+JOB_TASK_OUTAGE_RETRIES = Counter("hub_job_task_outage_retries_total", "Retries of job tasks "
+                                  "because the database or Redis was unavailable, by task.",
+                                  ["task"])
+
 
 def render_metrics() -> tuple[bytes, str]:
     """Return the exposition text of every process's metrics and its content type."""
