@@ -18,7 +18,8 @@ What the listener does with input it cannot take (each counted in
 * a message longer than ``HUB_MLLP_MAX_MESSAGE_BYTES``: answered ``AR`` (ERR 207, from the
   hub's own MSH: the oversized message is not read) and closed (``oversize``).
 
-Everything else, however broken, is a message and gets its ACK from the service.
+Everything else, however broken, is a message and gets its ACK from the service; while a
+dependency is down (the database), ``AR`` with ERR 207, and the listener keeps serving.
 """
 
 from __future__ import annotations
