@@ -15,6 +15,16 @@ result_backend = _settings.celery_result_backend
 # Retry the broker at start-up instead of exiting: the stack starts Redis, the API and the
 # workers at the same moment.
 broker_connection_retry_on_startup = True
+# A worker that loses the broker (a Redis restart, a failover) reconnects with backoff (Celery's
+# 2 s steps up to 30 s) for as long as it takes, instead of exiting after the default 100
+# attempts: a stopped worker needs someone to restart it, a waiting one resumes on its own.
+broker_connection_retry = True
+broker_connection_max_retries = None
+# A task that finishes while the result backend is down retries storing its result (jittered
+# backoff up to 10 s, ~5 minutes in all) instead of failing on the first ConnectionError: its
+# outcome is then stored once Redis is back, and a chord counts it.
+result_backend_always_retry = True
+result_backend_max_retries = 60
 
 # JSON only: pickle would let a crafted message run code, and JSON keeps what Flower shows
 # readable and reviewable for PHI.
@@ -93,16 +103,23 @@ enable_utc = True
 # last run across restarts (a restarted beat neither loses nor repeats a due run), syncs are
 # added and changed at run time by the hub (app/syncs/beat.py) without a deploy, and a lock
 # lets only one beat send tasks even when two are started by mistake: the second waits.
-beat_scheduler = "redbeat.RedBeatScheduler"
+# tasks.beat.HubBeatScheduler is redbeat's scheduler made to ride through a Redis or broker
+# outage (one warning, retries with backoff, resumes on its own) and to re-check its lock on
+# every tick, so two beats never send at once; see that module for why a subclass.
+beat_scheduler = "tasks.beat:HubBeatScheduler"
 redbeat_redis_url = _settings.redis_url
 redbeat_key_prefix = "hub:beat:"
-# Reconnect instead of exiting when Redis blips (redbeat retries for this many seconds); the
-# timeouts turn an unreachable Redis into an error that is retried instead of a hang.
-redbeat_redis_options = {"retry_period": 60, "socket_connect_timeout": 2, "socket_timeout": 5}
-# Beat looks at its schedule at least this often: how soon a changed schedule takes effect.
+# No redbeat ``retry_period``: its retries cover only some calls and end beat after the period;
+# the scheduler handles outages itself at the tick. The timeouts turn an unreachable Redis
+# into an error (and a retry) instead of a hang.
+redbeat_redis_options = {"socket_connect_timeout": 2, "socket_timeout": 5}
+# Beat looks at its schedule at least this often: how soon a changed schedule takes effect,
+# and how often the lock is extended (it must stay well under the lock timeout).
 beat_max_loop_interval = _settings.hub_beat_max_loop_interval
-# A beat that died without releasing its lock blocks a new one for at most this long (the
-# default, 5 × the loop interval of 300 s, would be 25 minutes).
+# A beat that died without releasing its lock (SIGKILL, a lost host) blocks a standby for at
+# most this long; a standby looks every second, so it takes over within about this time (the
+# redbeat default, 5 × Celery's loop interval of 300 s, would be 25 minutes). A warm stop
+# releases the lock at once.
 redbeat_lock_timeout = _settings.hub_beat_lock_timeout
 
 # The hub's own plumbing. Syncs (per tenant, and the hub-wide retention purge) are not listed

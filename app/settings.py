@@ -143,10 +143,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_SYNC_RUN_RETENTION_DAYS", 30, "Days the history of sync runs is kept.", "int"),
     Setting("HUB_CACHE_WARMING_TOP", 25, "Lookups per tenant that a cache-warming run "
             "refreshes (the most requested ones, by a decaying count).", "int"),
-    Setting("HUB_BEAT_MAX_LOOP_INTERVAL", 30, "Longest sleep of beat between two looks at its "
-            "schedule (Redis), seconds: how soon a schedule change takes effect.", "int"),
-    Setting("HUB_BEAT_LOCK_TIMEOUT", 150, "Seconds beat's single-instance lock outlives a beat "
-            "that died without releasing it; a second beat waits for the lock.", "int"),
+    Setting("HUB_BEAT_MAX_LOOP_INTERVAL", 5, "Longest sleep of beat between two looks at its "
+            "schedule (Redis), seconds: how soon a schedule change takes effect, how often beat "
+            "extends its lock, and the longest wait between retries while Redis is down.", "int"),
+    Setting("HUB_BEAT_LOCK_TIMEOUT", 25, "Seconds beat's single-instance lock outlives a beat "
+            "that died without releasing it (SIGKILL, a lost host): a standby beat takes over "
+            "within about this time (at once after a warm stop). At least 3 × "
+            "`HUB_BEAT_MAX_LOOP_INTERVAL`, so a late loop never lets the lock lapse.", "int"),
     Setting("HUB_UNIT_TASK_RETRIES", 3, "Retries (with exponential backoff) of a job's unit "
             "task on a downstream failure before it lands in the dead-letter store.", "int"),
     Setting("HUB_OUTBOX_GRACE_SECONDS", 10, "Age after which the outbox dispatcher sends a "
@@ -509,9 +512,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if values["hub_max_active_jobs_per_client"] < 1:
         raise SettingsError("HUB_MAX_ACTIVE_JOBS_PER_CLIENT must be at least 1")
     _validate_cache_ttls(values["hub_cache_ttls"])
-    if values["hub_beat_lock_timeout"] <= values["hub_beat_max_loop_interval"]:
-        # Beat extends its lock once per loop: a shorter lock would lapse between two loops.
-        raise SettingsError("HUB_BEAT_LOCK_TIMEOUT must be greater than "
+    if values["hub_beat_lock_timeout"] < 3 * values["hub_beat_max_loop_interval"]:
+        # Beat extends its lock once per loop: a lock not well over the loop interval would
+        # lapse when one loop runs late (a slow send, a Redis blip), and a standby would take
+        # over from a beat that is still sending.
+        raise SettingsError("HUB_BEAT_LOCK_TIMEOUT must be at least 3 × "
                             "HUB_BEAT_MAX_LOOP_INTERVAL")
     return Settings(**values)
 

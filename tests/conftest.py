@@ -5,4 +5,5 @@ registered here."""
 pytest_plugins = ["tests.fixtures.services", "tests.fixtures.demo", "tests.fixtures.tenants",
                   "tests.fixtures.flower", "tests.fixtures.syncs", "tests.fixtures.jobs",
                   "tests.fixtures.phi", "tests.fixtures.webhooks", "tests.fixtures.hl7",
-                  "tests.fixtures.changes", "tests.fixtures.pharmacy"]
+                  "tests.fixtures.changes", "tests.fixtures.pharmacy",
+                  "tests.fixtures.redis_outage"]

@@ -19,6 +19,7 @@ from tests.fixtures.hl7 import (
     read_frames,
 )
 from tests.fixtures.processes import wait_until
+from tests.fixtures.redis_outage import database_unavailable
 
 
 def exchange(listener, *payloads: bytes) -> list[dict]:
@@ -236,3 +237,32 @@ def test_the_listener_refuses_nothing_while_a_connection_is_slow(mllp_listener,
         [ack] = exchange(mllp_listener, encoded(hl7_message(sender=pharmacy_tenant.sender)))
     assert ack["MSA"][1] == "AA"
 
+
+
+@pytest.mark.faults
+def test_with_the_database_unavailable_a_message_gets_ar_nothing_is_stored_then_aa(
+        mllp_listener, hub_app, hub_settings, pharmacy_tenant):
+    message = encoded(hl7_message(sender=pharmacy_tenant.sender, control_id="DB-DOWN-1"))
+
+    def send() -> dict:
+        # A write waits for SQLite's busy timeout (10 s) before it fails: a longer read timeout.
+        with mllp_listener.connect(timeout=30) as connection:
+            connection.sendall(framed(message))
+            return ack_segments(read_frame(connection))
+
+    with database_unavailable(hub_settings.database_url):
+        refused = send()
+
+    # AR (table 0008: not processed for a reason unrelated to content; the sender resends),
+    # for this control id, ERR 207; nothing stored, no receipt; the listener still running.
+    assert refused["MSA"][1:3] == ["AR", "DB-DOWN-1"]
+    assert refused["ERR"][3].startswith("207^") and refused["ERR"][4] == "E"
+    assert refused["MSH"][3:5] == ["MEDHUB", "MEDHUB"]
+    assert stored(hub_app, PharmacyOrder, pharmacy_tenant.tenant_id) == []
+    assert stored(hub_app, Hl7Message, pharmacy_tenant.tenant_id) == []
+    assert mllp_listener.process.poll() is None
+    assert "hl7 message refused: database-unavailable" in mllp_listener.log_text()
+
+    # The sender's resend, once the database is back, is accepted and stored once.
+    assert send()["MSA"][1:3] == ["AA", "DB-DOWN-1"]
+    assert len(stored(hub_app, PharmacyOrder, pharmacy_tenant.tenant_id)) == 1

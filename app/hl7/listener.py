@@ -18,7 +18,8 @@ What the listener does with input it cannot take (each counted in
 * a message longer than ``HUB_MLLP_MAX_MESSAGE_BYTES``: answered ``AR`` (ERR 207, from the
   hub's own MSH: the oversized message is not read) and closed (``oversize``).
 
-Everything else, however broken, is a message and gets its ACK from the service.
+Everything else, however broken, is a message and gets its ACK from the service; while a
+dependency is down (the database), ``AR`` with ERR 207, and the listener keeps serving.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from app.database import Database
 from app.hl7.messages import Refusal, refusal_acknowledgement
 from app.observability import metrics
 from app.observability.logs import configure_logging
-from app.pharmacy.service import receive_message
+from app.pharmacy.service import receive_message, unavailable_acknowledgement
+from app.problems import outage_of
 from app.settings import Settings, load_settings
 
 logger = logging.getLogger("app.hl7.listener")
@@ -63,7 +65,15 @@ class MllpListener:
         try:
             return receive_message(db_session=session, settings=self.settings, raw=raw,
                                    transport=TRANSPORT)
-        except Exception:  # noqa: BLE001 - a bug must cost one message, not the listener
+        except Exception as error:  # noqa: BLE001 - a bug must cost one message, not the listener
+            outage = outage_of(error)
+            if outage is not None:
+                # A dependency is down: AR, the sender resends; the listener keeps serving and
+                # accepts again as soon as the dependency answers (each message opens its own
+                # session, and the pool's pre-ping replaces dead connections).
+                logger.warning("hl7 message refused: %s", outage.problem_type,
+                               extra={"reason": outage.problem_type})
+                return unavailable_acknowledgement(raw=raw, transport=TRANSPORT, outage=outage)
             logger.exception("hl7 message failed inside the hub")
             metrics.HL7_MESSAGES.labels(transport=TRANSPORT, message_type="unreadable",
                                         ack_code="AE").inc()

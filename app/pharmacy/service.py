@@ -35,7 +35,7 @@ from app.pharmacy.models import (
 )
 from app.phi.policy import minimize
 from app.phi.pseudonyms import Pseudonymizer, tenant_pseudonym_key
-from app.problems import Problem
+from app.problems import Outage, Problem, outage_of
 from app.settings import Settings
 from app.tenants.models import Connection, Product, Tenant
 
@@ -409,8 +409,10 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
         db_session.rollback()
         return _duplicate(db_session=db_session, inbound=inbound, transport=transport,
                           receipt=_receipt(db_session, key))
-    except SQLAlchemyError:
+    except SQLAlchemyError as error:
         db_session.rollback()
+        if outage_of(error) is not None:
+            raise  # the database is down: the caller answers that (unavailable_acknowledgement)
         logger.exception("could not store an hl7 message", extra=_loggable(header))
         return _answer(transport=transport, header=header, ack_code="AE", error_code="207",
                        ack=refusal_acknowledgement(_internal_error(inbound)))
@@ -419,6 +421,28 @@ def receive_message(*, db_session: Session, settings: Settings, raw: bytes, tran
     notify_published([event])
     return _answer(transport=transport, header=header, ack_code="AA",
                    ack=acknowledgement(ack_code="AA", source=inbound.message))
+
+
+def unavailable_acknowledgement(*, raw: bytes, transport: str, outage: Outage) -> bytes:
+    """The ACK of a message the hub could not take because a part it depends on is down
+    (``outage``, see app.problems.OUTAGES): ``AR`` with ERR 207.
+
+    HL7 table 0008 defines ``AR`` in original mode as a message the receiving application
+    could not process for a reason unrelated to its content or format, which the sender may
+    send again; ``AE`` would tell it the message itself was in error. Nothing was stored (its
+    transaction rolled back) and no receipt is kept (the database may be what is down), so
+    the resent message is processed as new. The ACK echoes the inbound MSH and control id
+    when the message can be read (reading needs no database)."""
+    refusal = Refusal("207", outage.detail, ack_code="AR")
+    try:
+        inbound = read_message(raw, structures=connector.STRUCTURES)
+        refusal.source, refusal.header = inbound.message, inbound.header
+        refusal.control_id = inbound.header.control_id
+    except Refusal as unreadable:
+        refusal.source, refusal.header = unreadable.source, unreadable.header
+        refusal.control_id = unreadable.control_id
+    return _answer(transport=transport, header=refusal.header, ack_code="AR", error_code="207",
+                   reason=outage.problem_type, ack=refusal_acknowledgement(refusal))
 
 
 def _internal_error(inbound: Inbound) -> Refusal:

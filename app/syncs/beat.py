@@ -46,7 +46,7 @@ def _app():
     if getattr(app, REDBEAT_REDIS_KEY, None) is None:
         ensure_conf(app)
         # The hub's own short-timeout client: an API request or a task fails fast when Redis is
-        # unreachable (beat itself keeps redbeat's retrying connection, see celeryconfig).
+        # unreachable (beat rides through outages in its scheduler, tasks/beat.py).
         setattr(app, REDBEAT_REDIS_KEY, make_redis(app.redbeat_conf.redis_url))
     return app
 
