@@ -38,6 +38,7 @@ from tests.fixtures.fault_stacks import (
     rabbitmq_vhost,
     start_beat,
     start_worker_node,
+    wait_all_final,
 )
 from tests.fixtures.jobs import OPERATOR, idempotency_key
 from tests.fixtures.processes import stop_process_group, wait_until
@@ -54,7 +55,7 @@ EMAR_LATENCY_MS = 400
 REDELIVERY_BOUND_SECONDS = 60
 # A job whose chord lost its merge to the kill (the node died while reporting its last unit)
 # is merged by beat's reconcile_jobs: a minute idle, then its next run (every minute).
-ALL_DONE_BOUND_SECONDS = 200
+ALL_DONE_BOUND_SECONDS = 150
 
 
 @dataclass
@@ -158,17 +159,8 @@ def test_a_node_killed_mid_job_loses_nothing_and_counts_nothing_twice(
                description="nodeA's processes to be gone")
     statuses_at_kill = job_statuses(stack.engine, job_ids)
 
-    seen = {}
-
-    def all_final() -> bool:
-        seen.update(statuses=dict(job_statuses(stack.engine, job_ids)))
-        return set(seen["statuses"]) <= {"succeeded", "failed", "cancelled"}
-
-    try:
-        wait_until(all_final, timeout=ALL_DONE_BOUND_SECONDS, interval=0.5,
-                   description=f"all {JOBS} jobs to finish after nodeA was killed")
-    except AssertionError as timeout:
-        raise AssertionError(f"{timeout}; statuses {seen.get('statuses')}") from None
+    wait_all_final(stack.engine, job_ids, timeout=ALL_DONE_BOUND_SECONDS,
+                   what=f"all {JOBS} jobs to finish after nodeA was killed")
     demo_administration.admin.clear_faults()
 
     outcomes = job_outcomes(stack.engine, job_ids)

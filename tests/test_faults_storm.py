@@ -38,6 +38,7 @@ from tests.fixtures.fault_stacks import (
     rabbitmq_vhost,
     start_beat,
     start_worker_node,
+    wait_all_final,
 )
 from tests.fixtures.jobs import OPERATOR, idempotency_key
 from tests.fixtures.processes import stop_process_group, wait_until
@@ -54,7 +55,7 @@ EMAR_LATENCY_MS = 150
 PARENT_KILL_JOBS = 20
 # A job whose chord lost its merge to a kill (a child died while reporting its last unit) is
 # merged by beat's reconcile_jobs: a minute idle, then its next run (every minute).
-FINISH_BOUND_SECONDS = 200
+FINISH_BOUND_SECONDS = 150
 # The Redis broker gives a dead parent's unacknowledged units back only after the visibility
 # timeout (20 min); the orphan reconciler re-dispatches them within about a minute.
 PARENT_KILL_BOUND_SECONDS = 180
@@ -109,19 +110,6 @@ def _submit_jobs(stack: StormStack, tokens, truth, count: int, name: str) -> dic
     return units_of
 
 
-def _wait_all_final(engine, job_ids: list[str], timeout: float, what: str) -> None:
-    seen = {}
-
-    def all_final() -> bool:
-        seen["statuses"] = dict(job_statuses(engine, job_ids))
-        return set(seen["statuses"]) <= {"succeeded", "failed", "cancelled"}
-
-    try:
-        wait_until(all_final, timeout=timeout, interval=0.5, description=what)
-    except AssertionError as timed_out:
-        raise AssertionError(f"{timed_out}; statuses {seen.get('statuses')}") from None
-
-
 def _units_rerun(outcomes) -> int:
     return sum(attempts - 1 for outcome in outcomes.values()
                for attempts in outcome.unit_attempts.values())
@@ -163,8 +151,8 @@ def test_a_storm_of_pool_child_kills_loses_no_job_and_doubles_no_count(
             wait_until(lambda victim=victim: not alive(victim.pid), timeout=10,
                        description="the killed pool child to be gone")
         last_kill = time.monotonic()
-        _wait_all_final(storm_stack.engine, job_ids, FINISH_BOUND_SECONDS,
-                        f"all {STORM_JOBS} jobs to finish after the storm")
+        wait_all_final(storm_stack.engine, job_ids, timeout=FINISH_BOUND_SECONDS,
+                       what=f"all {STORM_JOBS} jobs to finish after the storm")
         finished = time.monotonic()
 
         outcomes = job_outcomes(storm_stack.engine, job_ids)
@@ -206,8 +194,8 @@ def test_a_killed_worker_parent_s_units_run_on_its_replacement(
             storm_stack.environment, hostname=f"replacement-{run}@localhost",
             log_dir=storm_stack.log_dir, concurrency=CONCURRENCY)
 
-        _wait_all_final(storm_stack.engine, job_ids, PARENT_KILL_BOUND_SECONDS,
-                        f"all {PARENT_KILL_JOBS} jobs to finish after the parent's SIGKILL")
+        wait_all_final(storm_stack.engine, job_ids, timeout=PARENT_KILL_BOUND_SECONDS,
+                       what=f"all {PARENT_KILL_JOBS} jobs to finish after the parent's SIGKILL")
 
         outcomes = job_outcomes(storm_stack.engine, job_ids)
         assert_completed_once(outcomes, units_of, truth)
