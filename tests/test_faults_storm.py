@@ -168,10 +168,6 @@ def test_a_storm_of_pool_child_kills_loses_no_job_and_doubles_no_count(
         worker.stop()
 
 
-@pytest.mark.xfail(not broker_is_rabbitmq(), strict=False, reason=(
-    "Redis broker: a dead parent's unacknowledged units come back after the 20 min visibility "
-    "timeout unless the orphaned-unit reconciler (Step 7, item 4; another branch) re-dispatches "
-    "them; remove this mark once it is merged"))
 def test_a_killed_worker_parent_s_units_run_on_its_replacement(
         storm_stack, tokens, demo_administration, emar_slowed):
     truth = {"administration": demo_administration.admin.ground_truth("north-general")}

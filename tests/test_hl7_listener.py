@@ -18,8 +18,8 @@ from tests.fixtures.hl7 import (
     read_frame,
     read_frames,
 )
+from tests.fixtures.outages import database_outage
 from tests.fixtures.processes import wait_until
-from tests.fixtures.redis_outage import database_unavailable
 
 
 def exchange(listener, *payloads: bytes) -> list[dict]:
@@ -250,7 +250,7 @@ def test_with_the_database_unavailable_a_message_gets_ar_nothing_is_stored_then_
             connection.sendall(framed(message))
             return ack_segments(read_frame(connection))
 
-    with database_unavailable(hub_settings.database_url):
+    with database_outage(hub_settings.database_url):
         refused = send()
 
     # AR (table 0008: not processed for a reason unrelated to content; the sender resends),
