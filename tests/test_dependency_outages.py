@@ -98,7 +98,7 @@ def test_readiness_names_the_database_and_liveness_stays_up(database_down):
     assert ready.json["checks"]["database"]["ok"] is False
 
 
-def test_while_redis_is_down_tokens_and_jobs_still_answer_and_lookups_are_503(
+def test_while_redis_is_down_tokens_jobs_and_lookups_still_answer(
         redis_down, tokens, demo_tenants):
     client = redis_down.test_client()
     credential = demo_tenants[OPERATOR]
@@ -106,8 +106,12 @@ def test_while_redis_is_down_tokens_and_jobs_still_answer_and_lookups_are_503(
     token = client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
                         headers=basic_auth(OPERATOR, credential.client_secret))
     jobs = client.get("/v1/jobs", headers=tokens.headers(OPERATOR))
-    lookup = client.get("/v1/administrations?unit=ICU-3",
+    lookup = client.get("/v1/administrations?unit=ICU-3&page_size=2",
                         headers=tokens.headers("north-general-inventory"))
 
     assert (token.status_code, jobs.status_code) == (200, 200)
-    assert_outage(lookup, "redis-unavailable")
+    # Without the cache (a miss), rate limits and breaker state counted in this process's
+    # memory, the answer comes from System B: a Redis outage slows lookups, it does not stop
+    # them.
+    assert lookup.status_code == 200, lookup.get_data(as_text=True)[:300]
+    assert lookup.headers["X-Cache"] == "MISS" and len(lookup.json["items"]) == 2

@@ -91,7 +91,7 @@ class _MetricsListener(pybreaker.CircuitBreakerListener):
             {"closed": 0, "half-open": 1, "open": 2}[new_state.name])
 
 
-def _storage_for(name: str, redis_url: str) -> pybreaker.CircuitRedisStorage:
+def _storage_for(name: str, redis_url: str) -> pybreaker.CircuitBreakerStorage:
     with _storages_lock:
         storage = _storages.get((name, redis_url))
         if storage is None:
@@ -99,8 +99,17 @@ def _storage_for(name: str, redis_url: str) -> pybreaker.CircuitRedisStorage:
             # decode_responses.
             client = redis.Redis.from_url(redis_url, socket_connect_timeout=1.0,
                                           socket_timeout=2.0)
-            storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client,
-                                                    namespace=f"hub:breaker:{name}")
+            try:
+                storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client,
+                                                        namespace=f"hub:breaker:{name}")
+            except redis.RedisError:
+                # The storage writes its initial state when it is made: with Redis down, this
+                # call gets a breaker of its own (closed, in memory) rather than a 503, like a
+                # process whose storage exists (pybreaker swallows Redis errors there). The
+                # next call tries Redis again.
+                logger.warning("circuit breaker %s: Redis unavailable, state kept in memory "
+                               "for this call", name)
+                return pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
             _storages[(name, redis_url)] = storage
         return storage
 
