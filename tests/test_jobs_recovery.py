@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from app.jobs.models import JobUnit
-from app.settings import PROJECT_ROOT
+from tests.fixtures.fault_stacks import WorkerNode, start_worker_node
 from tests.fixtures.jobs import FINAL, finished, full_window, submit
 from tests.fixtures.outages import database_outage
-from tests.fixtures.processes import stop_process_group, wait_until
+from tests.fixtures.processes import wait_until
 from tests.fixtures.services import hub_app_with, start_embedded_redis
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("clean_lookup_state")]
@@ -56,57 +52,25 @@ def drill_api(hub_settings, hub_app, drill_broker):
     app.extensions["hub"].database.engine.dispose()
 
 
-@dataclass
-class Node:
-    """A worker node started by a drill."""
-
-    process: subprocess.Popen
-    hostname: str
-    log_path: Path
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def kill_group(self) -> None:
-        """SIGKILL whatever is left of the node (its pool processes outlive a killed parent)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if self.process.poll() is None:
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def nodes(hub_environment, drill_broker, tmp_path):
     """Start worker nodes on the drill's broker (``start(name, queues, **settings)``); each is
     stopped (its whole process group) after the test."""
-    started: list[Node] = []
+    started: list[WorkerNode] = []
 
-    def start(name: str, queues: str = "io,compute,maintenance", **settings: str) -> Node:
-        hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
-        environment = {**os.environ, **hub_environment, "CELERY_BROKER_URL": drill_broker.url,
+    def start(name: str, queues: str = "io,compute,maintenance", **settings: str) -> WorkerNode:
+        environment = {**hub_environment, "CELERY_BROKER_URL": drill_broker.url,
                        "CELERY_RESULT_BACKEND": drill_broker.url,
                        # The production visibility timeout: a lost unit must not wait for it.
                        "HUB_VISIBILITY_TIMEOUT": "1200", **settings}
-        log_path = tmp_path / f"{name}.log"
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "--app", "tasks", "worker", "--queues", queues,
-                 "--concurrency", "2", "--pool", "prefork", "--hostname", hostname,
-                 "--loglevel", "INFO"],
-                cwd=PROJECT_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        node = Node(process, hostname, log_path)
+        node = start_worker_node(environment, hostname=f"{name}-{uuid.uuid4().hex[:6]}@localhost",
+                                 log_dir=tmp_path, queues=tuple(queues.split(",")))
         started.append(node)
-        client = _client(drill_broker)
-        wait_until(lambda: client.control.ping(destination=[hostname], timeout=1.0),
-                   timeout=60, interval=0.5, description=f"worker {name}")
         return node
 
     yield start
     for node in started:
-        stop_process_group(node.process, timeout=30)
+        node.stop()
         node.kill_group()
 
 
