@@ -173,9 +173,10 @@ SETTINGS: tuple[Setting, ...] = (
             "queued job's plan) must have been quiet before the orphan reconciler may "
             "re-dispatch it; it must also be held by no live worker in two consecutive looks.",
             "int"),
-    Setting("HUB_WORKER_SOFT_SHUTDOWN_TIMEOUT", 20.0, "Seconds a worker told to stop (SIGTERM) "
-            "gives its running tasks to finish before it stops them; their messages are then "
-            "put back on the queue (late acknowledgement).", "float"),
+    Setting("HUB_WORKER_SOFT_SHUTDOWN_TIMEOUT", 20.0, "Seconds a worker told to stop at once "
+            "(SIGQUIT, or a second signal) gives its running tasks to finish before it cancels "
+            "them; their messages are then put back on the queue (late acknowledgement). "
+            "SIGTERM alone waits for the running tasks however long they take.", "float"),
     Setting("HUB_PARALLEL_RUN_STASH_SECONDS", 300, "Seconds the hub's answer to a sampled "
             "lookup waits in Redis for its parallel-run comparison (docs/parallel-run.md); a "
             "comparison whose worker starts later is dropped, not counted.", "int"),

@@ -37,6 +37,7 @@ RECOVERY_BOUND_SECONDS = 15
 
 @dataclass
 class Answer:
+    began: float
     at: float
     status: int
     seconds: float
@@ -69,7 +70,7 @@ class Traffic:
                 except requests.RequestException as failure:
                     self.errors.append(f"{type(failure).__name__}: {failure}")
                     continue
-                answer = Answer(at=time.monotonic(), status=response.status_code,
+                answer = Answer(began=began, at=time.monotonic(), status=response.status_code,
                                 seconds=time.monotonic() - began,
                                 content_type=response.headers.get("Content-Type", ""),
                                 retry_after=response.headers.get("Retry-After"),
@@ -80,7 +81,8 @@ class Traffic:
                 time.sleep(0.02)
 
     def between(self, start: float, end: float) -> list[Answer]:
-        return [answer for answer in self.answers if start <= answer.at <= end]
+        """The answers to requests made and answered between ``start`` and ``end``."""
+        return [answer for answer in self.answers if start <= answer.began and answer.at <= end]
 
 
 @pytest.fixture
@@ -112,6 +114,7 @@ def test_lookups_are_answered_while_redis_is_down_and_cached_again_once_it_is_ba
     wait_until(lambda: sum(answer.cache == "HIT" for answer in traffic.answers) >= 10,
                timeout=30, description="cached lookups before the outage")
 
+    outage_began = time.monotonic()
     with restartable_redis.down(outage_seconds):
         stopped_at = time.monotonic()
         assert not restartable_redis.answers()
@@ -119,7 +122,9 @@ def test_lookups_are_answered_while_redis_is_down_and_cached_again_once_it_is_ba
                    timeout=outage_seconds + ANSWER_BOUND_SECONDS,
                    description="lookups answered while Redis is down")
     back_at = time.monotonic()
-    during = traffic.between(stopped_at, back_at)
+    # Redis was stopped from stopped_at until its restart began (the outage's length after
+    # outage_began): requests made and answered in between met no Redis at all.
+    during = traffic.between(stopped_at, outage_began + outage_seconds)
     wait_until(lambda: any(answer.cache == "HIT" for answer in
                            traffic.between(back_at, time.monotonic())),
                timeout=RECOVERY_BOUND_SECONDS, description="a cache HIT after Redis is back")
