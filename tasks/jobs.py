@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 
 from celery import chord
 from celery.exceptions import Retry
@@ -65,21 +66,33 @@ def _retry_on_outage(task, failure: BaseException, hub, **ids) -> None:
     raise task.retry(countdown=delay, exc=failure, headers=headers) from None
 
 
-@celery_app.task(name="hub.compute.plan_job", bind=True, max_retries=None)
-def plan_job(self, job_id: str) -> dict:
-    """Start the job and fan its units out as a chord whose body merges the partials."""
-    hub = resources()
+def _riding_out_outages(task, hub, work: Callable[[], dict], *, job_id: str, undone: str,
+                        left_to: str, deferred: dict) -> dict:
+    """Run a job-level step (plan, merge, errback): an unavailable database or Redis is
+    retried with backoff while the outage budget lasts; past it the step answers ``deferred``
+    and leaves the job to ``left_to``."""
     try:
-        return _plan(hub, job_id, resume=_outage_retries(self) > 0)
+        return work()
     except Exception as failure:
         if outage_of(failure) is None:
             raise
         _rollback(hub)
-        _retry_on_outage(self, failure, hub, job_id=job_id)
-        # Still queued, or running with its units pending: the orphan reconciler sends it.
-        logger.error("job not planned: the outage outlasted its retries; left to the orphan "
-                     "reconciler", extra={"job_id": job_id})
-        return {"job_id": job_id, "units": 0, "status": "deferred"}
+        _retry_on_outage(task, failure, hub, job_id=job_id)
+        logger.error("job not %s: the outage outlasted its retries; left to the %s", undone,
+                     left_to, extra={"job_id": job_id})
+        return deferred
+
+
+@celery_app.task(name="hub.compute.plan_job", bind=True, max_retries=None)
+def plan_job(self, job_id: str) -> dict:
+    """Start the job and fan its units out as a chord whose body merges the partials."""
+    hub = resources()
+    # Past the outage budget the job is still queued, or running with its units pending:
+    # the orphan reconciler sends it.
+    return _riding_out_outages(
+        self, hub, lambda: _plan(hub, job_id, resume=_outage_retries(self) > 0),
+        job_id=job_id, undone="planned", left_to="orphan reconciler",
+        deferred={"job_id": job_id, "units": 0, "status": "deferred"})
 
 
 def _plan(hub, job_id: str, *, resume: bool) -> dict:
@@ -188,18 +201,11 @@ def merge_job_results(self, job_id: str) -> dict:
     """Merge the units' partials into the checked, de-identified result. An unavailable
     database is retried with backoff; past the outage budget the merge reconciler merges."""
     hub = resources()
-    try:
-        status = service.merge_job(db_session=hub.database.session, settings=hub.settings,
-                                   job_id=job_id)
-    except Exception as failure:
-        if outage_of(failure) is None:
-            raise
-        _rollback(hub)
-        _retry_on_outage(self, failure, hub, job_id=job_id)
-        logger.error("job not merged: the outage outlasted its retries; left to the merge "
-                     "reconciler", extra={"job_id": job_id})
-        return {"job_id": job_id, "status": "deferred"}
-    return {"job_id": job_id, "status": status}
+    return _riding_out_outages(
+        self, hub, lambda: {"job_id": job_id, "status": service.merge_job(
+            db_session=hub.database.session, settings=hub.settings, job_id=job_id)},
+        job_id=job_id, undone="merged", left_to="merge reconciler",
+        deferred={"job_id": job_id, "status": "deferred"})
 
 
 @celery_app.task(name="hub.compute.mark_job_failed", bind=True, max_retries=None)
@@ -208,18 +214,15 @@ def mark_job_failed(self, job_id: str) -> dict:
     retried with backoff; past the outage budget, the reconcilers finish the job (its broken
     unit is re-dispatched until it is done or dead-lettered, then the job is merged)."""
     hub = resources()
-    try:
+
+    def fail() -> dict:
         service.fail_job(db_session=hub.database.session, job_id=job_id,
                          error="the job's pipeline failed unexpectedly; see the worker logs")
-    except Exception as failure:
-        if outage_of(failure) is None:
-            raise
-        _rollback(hub)
-        _retry_on_outage(self, failure, hub, job_id=job_id)
-        logger.error("job not marked failed: the outage outlasted its retries; left to the "
-                     "reconcilers", extra={"job_id": job_id})
-        return {"job_id": job_id, "status": "deferred"}
-    return {"job_id": job_id, "status": "failed"}
+        return {"job_id": job_id, "status": "failed"}
+
+    return _riding_out_outages(self, hub, fail, job_id=job_id, undone="marked failed",
+                               left_to="reconcilers",
+                               deferred={"job_id": job_id, "status": "deferred"})
 
 
 @celery_app.task(name="hub.maintenance.reconcile_jobs", ignore_result=True)
