@@ -31,6 +31,15 @@ def _session(hub_app):
     return hub_app.extensions["hub"].database.new_session()
 
 
+def _unit_column(hub_app, job_id: str, column):
+    """``column`` of the job's one unit, read in a session of its own."""
+    session = _session(hub_app)
+    try:
+        return session.scalar(select(column).where(JobUnit.job_id == uuid.UUID(job_id)))
+    finally:
+        session.close()
+
+
 def _recorded_job(hub_app, truth, units: list[str], *, running: bool = True) -> str:
     """A north-general counts job recorded (not sent): queued, or running with its units
     pending, as if its plan had run. Its plan's outbox message is marked sent."""
@@ -180,22 +189,12 @@ def test_a_unit_meeting_a_database_outage_retries_and_its_retry_finishes_it(
     assert 0 < retry.value.when <= hub_app.extensions["hub"].settings.hub_outage_retry_max_seconds
     # The retry went to the real broker; the session's worker (database fine) runs it.
     def unit_done():
-        session = _session(hub_app)
-        try:
-            return session.scalar(select(JobUnit.status).where(
-                JobUnit.job_id == uuid.UUID(job_id))) == "done"
-        finally:
-            session.close()
+        return _unit_column(hub_app, job_id, JobUnit.status) == "done"
 
     wait_until(unit_done, timeout=30, interval=0.2, description="the retried unit done")
-    session = _session(hub_app)
-    try:
-        # A retry is not a new delivery (the outage does not use up the deliveries); the
-        # first delivery's count never reached the database that was down.
-        assert session.scalar(select(JobUnit.attempts).where(
-            JobUnit.job_id == uuid.UUID(job_id))) == 0
-    finally:
-        session.close()
+    # A retry is not a new delivery (the outage does not use up the deliveries); the
+    # first delivery's count never reached the database that was down.
+    assert _unit_column(hub_app, job_id, JobUnit.attempts) == 0
 
 
 def test_a_unit_whose_outage_outlasts_the_budget_and_the_dead_letter_is_left_for_the_reconciler(
@@ -209,12 +208,7 @@ def test_a_unit_whose_outage_outlasts_the_budget_and_the_dead_letter_is_left_for
     # Neither run nor dead-lettered (the database is still down): not raised into a broken
     # chord either, but left as it was for the orphan reconciler to send again.
     assert outcome == {"job_id": job_id, "unit": "ICU-2", "status": "orphaned"}
-    session = _session(hub_app)
-    try:
-        assert session.scalar(select(JobUnit.status).where(
-            JobUnit.job_id == uuid.UUID(job_id))) == "running"
-    finally:
-        session.close()
+    assert _unit_column(hub_app, job_id, JobUnit.status) == "running"
     _set_units(hub_app, job_id, status="running", quiet_seconds=600)
     assert (job_id, "ICU-2") in _suspects(hub_app, holdings=_nothing_held())
     _cancel(hub_app, job_id)
@@ -413,12 +407,7 @@ def test_a_unit_running_on_a_live_worker_is_never_redispatched(
                description="the unit running on the session's worker")
 
     def begun():
-        session = _session(hub_app)
-        try:
-            return session.scalar(select(JobUnit.attempts).where(
-                JobUnit.job_id == uuid.UUID(job_id))) == 1
-        finally:
-            session.close()
+        return _unit_column(hub_app, job_id, JobUnit.attempts) == 1
 
     wait_until(begun, timeout=30, interval=0.1, description="the unit begun")
     # Quiet for long by its row (a slow unit), but held: no look may re-dispatch it.
